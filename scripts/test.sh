@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, as root on Debian 12: set-up, format and lint checks, every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

@@ -1,0 +1,13 @@
+//! skiff: a daemonless container executor.
+//!
+//! This library is what the `skiff` binary is built on; another Rust program can embed the
+//! same [`Engine`] to do everything the CLI does.
+
+pub mod cli;
+pub mod engine;
+pub mod host;
+pub mod reference;
+
+pub use engine::{Engine, EngineError, EngineOptions};
+pub use reference::{Reference, ReferenceError};
+pub use rootfs_cache::Digest;

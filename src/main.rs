@@ -1,0 +1,48 @@
+//! The `skiff` binary: parse the command line, call the library, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use skiff::cli::Cli;
+use tracing_subscriber::EnvFilter;
+
+/// docker's exit code when the engine itself fails.
+const EXIT_ENGINE_FAILED: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            // Usage errors are skiff's own failure (docker exits 125); --help and --version exit 0.
+            return if err.use_stderr() {
+                ExitCode::from(EXIT_ENGINE_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(cli.verbose);
+    match cli.run() {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXIT_ENGINE_FAILED)),
+        Err(err) => {
+            eprintln!("skiff: {err:#}");
+            ExitCode::from(EXIT_ENGINE_FAILED)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
