@@ -1,8 +1,27 @@
 //! rootfs-cache: skiff's content-addressed store of unpacked OCI image layers.
 //!
 //! Every layer is unpacked once, verified by digest, and shared by every image and run that
-//! uses it. See the crate README and skiff's DESIGN.md for the on-disk layout.
+//! uses it. The layout and the rules are in skiff's DESIGN.md ("The store").
 
+mod confined;
 pub mod digest;
+pub mod extract;
+pub mod layer_writer;
+pub mod lock;
+pub mod records;
+pub mod store;
+mod sys;
 
 pub use digest::{Digest, DigestError};
+pub use extract::{ExtractError, ExtractOptions, ExtractStats, OverlayXattrs, Ownership};
+pub use layer_writer::Compression;
+pub use records::{ImageLayer, ImageRecord, LayerRecord, RefRecord};
+pub use store::{LayerOutcome, LayerSlot, LayerWriter, Store, StoreError};
+
+/// Reads an extended attribute of a path in the store (a layer's opaque marker or rootless
+/// owner), not following a final symlink; `None` when it is not set.
+pub fn read_xattr(path: &std::path::Path, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    let name = std::ffi::CString::new(name)?;
+    sys::lgetxattr(&path, &name)
+}

@@ -6,6 +6,7 @@ pub mod client;
 pub mod entry;
 pub mod image;
 pub mod registry;
+pub mod rootless;
 pub mod tls;
 
 pub use client::RegistryClient;

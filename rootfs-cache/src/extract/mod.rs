@@ -1,0 +1,760 @@
+//! Safe, streaming extraction of one layer tar into a directory in overlay-lower form.
+//!
+//! Every name is cleaned (no absolute names, no `..`), every parent is resolved by the kernel
+//! inside the layer root (openat2 `RESOLVE_IN_ROOT`), and the final component is always created
+//! with `*at` calls that do not follow symlinks. So an entry, a hard link or a whiteout can
+//! never touch anything outside the layer, whatever earlier entries planted.
+
+mod path;
+
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use crate::confined::{ConfinedRoot, openat_nofollow};
+use crate::sys;
+pub use path::UnsafeName;
+use path::{CleanName, clean};
+
+/// How file ownership from the tar headers is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ownership {
+    /// chown to the header's uid/gid (needs root, or a user namespace mapping them).
+    Chown,
+    /// Rootless: files stay the caller's; the header's uid/gid go into the
+    /// `user.rootlesscontainers` xattr as umoci does, when not 0:0.
+    Xattr,
+}
+
+/// Which xattr marks an opaque directory; overlayfs reads `trusted.*` as root and `user.*` when
+/// mounted with `userxattr` (rootless).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverlayXattrs {
+    /// `trusted.overlay.opaque`.
+    Trusted,
+    /// `user.overlay.opaque`.
+    User,
+}
+
+impl OverlayXattrs {
+    fn opaque_name(self) -> &'static std::ffi::CStr {
+        match self {
+            Self::Trusted => c"trusted.overlay.opaque",
+            Self::User => c"user.overlay.opaque",
+        }
+    }
+}
+
+/// Bounds on what one layer may contain.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most entries in one layer.
+    pub max_entries: u64,
+    /// Most bytes of file content in one layer.
+    pub max_file_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_entries: 4_000_000,
+            max_file_bytes: 256 << 30,
+        }
+    }
+}
+
+/// How to extract.
+#[derive(Debug, Clone, Copy)]
+pub struct ExtractOptions {
+    /// Ownership handling.
+    pub ownership: Ownership,
+    /// Opaque-directory xattr flavour.
+    pub overlay_xattrs: OverlayXattrs,
+    /// Create device nodes (root) or skip them with a note (rootless).
+    pub devices: bool,
+    /// Size and count limits.
+    pub limits: Limits,
+}
+
+impl ExtractOptions {
+    /// The right options for the current process: root keeps everything, otherwise rootless.
+    pub fn for_current_user() -> Self {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            Self {
+                ownership: Ownership::Chown,
+                overlay_xattrs: OverlayXattrs::Trusted,
+                devices: true,
+                limits: Limits::default(),
+            }
+        } else {
+            Self {
+                ownership: Ownership::Xattr,
+                overlay_xattrs: OverlayXattrs::User,
+                devices: false,
+                limits: Limits::default(),
+            }
+        }
+    }
+}
+
+/// What an extraction wrote.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ExtractStats {
+    /// Tar entries read.
+    pub entries: u64,
+    /// Regular files written.
+    pub files: u64,
+    /// Bytes of regular file content.
+    pub file_bytes: u64,
+    /// Whiteouts and opaque markers turned into overlay form.
+    pub whiteouts: u64,
+    /// Entries skipped, with the reason (devices when rootless, unknown types, xattrs).
+    pub skipped: Vec<String>,
+}
+
+/// Why a layer could not be extracted.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    /// The tar stream itself is malformed or could not be read.
+    #[error("reading the layer's tar stream: {0}")]
+    Tar(#[source] io::Error),
+    /// A name that would escape the layer.
+    #[error("entry {path:?}: {reason}")]
+    UnsafeName {
+        /// The raw entry name.
+        path: String,
+        /// Why it is refused.
+        reason: UnsafeName,
+    },
+    /// A hard link whose target is unsafe or not in this layer.
+    #[error("entry {path:?}: hard link target {target:?} {reason}")]
+    BadHardlink {
+        /// The link's name.
+        path: String,
+        /// The target as written.
+        target: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A limit was exceeded.
+    #[error("layer exceeds the limit of {limit} {what}")]
+    Limit {
+        /// What was counted.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
+    /// A filesystem operation failed for an entry.
+    #[error("entry {path:?}: {op}: {source}")]
+    Io {
+        /// The entry name.
+        path: String,
+        /// The operation.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn cstr(bytes: &[u8], path: &[u8]) -> Result<CString, ExtractError> {
+    CString::new(bytes).map_err(|_| ExtractError::UnsafeName {
+        path: lossy(path),
+        reason: UnsafeName::Nul,
+    })
+}
+
+/// The metadata of one entry that extraction applies.
+#[derive(Debug, Default)]
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Extracts a tar stream into `dest` (an existing, empty directory).
+pub fn extract(
+    tar: impl Read,
+    dest: &Path,
+    options: &ExtractOptions,
+) -> Result<ExtractStats, ExtractError> {
+    let root = ConfinedRoot::open(dest).map_err(|source| ExtractError::Io {
+        path: dest.display().to_string(),
+        op: "open layer root",
+        source,
+    })?;
+    let mut ex = Extractor {
+        root,
+        options: *options,
+        stats: ExtractStats::default(),
+        dirs: Vec::new(),
+        buf: vec![0u8; 256 * 1024],
+    };
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().map_err(ExtractError::Tar)? {
+        let entry = entry.map_err(ExtractError::Tar)?;
+        ex.stats.entries += 1;
+        if ex.stats.entries > options.limits.max_entries {
+            return Err(ExtractError::Limit {
+                what: "entries",
+                limit: options.limits.max_entries,
+            });
+        }
+        ex.entry(entry)?;
+    }
+    ex.finish_dirs()?;
+    Ok(ex.stats)
+}
+
+struct Extractor {
+    root: ConfinedRoot,
+    options: ExtractOptions,
+    stats: ExtractStats,
+    /// Directory mode and times are applied last: writing children changes a directory's
+    /// mtime, and a read-only mode would stop a rootless extraction from adding children.
+    dirs: Vec<(Vec<u8>, Meta)>,
+    buf: Vec<u8>,
+}
+
+impl Extractor {
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), ExtractError> {
+        let raw = entry.path_bytes().into_owned();
+        let kind = entry.header().entry_type();
+        if matches!(kind, tar::EntryType::XGlobalHeader) {
+            return Ok(());
+        }
+        let name = clean(&raw).map_err(|reason| ExtractError::UnsafeName {
+            path: lossy(&raw),
+            reason,
+        })?;
+        let meta = read_meta(&mut entry).map_err(ExtractError::Tar)?;
+
+        let base = name.base();
+        if let Some(hidden) = base.strip_prefix(b".wh.") {
+            return self.whiteout(&name, hidden, &raw);
+        }
+        let io = |op: &'static str| {
+            let path = lossy(&raw);
+            move |source: io::Error| ExtractError::Io { path, op, source }
+        };
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                self.file(&name, &raw, &meta, &mut entry)
+            }
+            tar::EntryType::Directory => {
+                self.make_dir(&name).map_err(io("mkdir"))?;
+                self.dirs.push((name.full, meta));
+                Ok(())
+            }
+            tar::EntryType::Symlink => {
+                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                let target = cstr(&target, &raw)?;
+                let base = cstr(name.base(), &raw)?;
+                let parent = self
+                    .root
+                    .parent_dir(name.parent())
+                    .map_err(io("resolve parent"))?;
+                let parent = clone_fd(parent).map_err(io("resolve parent"))?;
+                self.create_replacing(parent.as_fd(), &base, false, |dir| {
+                    sys::symlinkat(&target, dir, &base)
+                })
+                .map_err(io("symlink"))?;
+                self.node_meta(parent.as_fd(), &base, &meta, false)
+                    .map_err(io("set metadata"))
+            }
+            tar::EntryType::Link => self.hardlink(&name, &raw, &mut entry),
+            tar::EntryType::Fifo => self.node(&name, &raw, &meta, libc::S_IFIFO, 0, 0),
+            tar::EntryType::Char | tar::EntryType::Block => {
+                if !self.options.devices {
+                    self.stats
+                        .skipped
+                        .push(format!("{}: device node (rootless)", lossy(&raw)));
+                    return Ok(());
+                }
+                let major = entry.header().device_major().ok().flatten().unwrap_or(0);
+                let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
+                let ty = if kind == tar::EntryType::Char {
+                    libc::S_IFCHR
+                } else {
+                    libc::S_IFBLK
+                };
+                self.node(&name, &raw, &meta, ty, major, minor)
+            }
+            other => {
+                self.stats
+                    .skipped
+                    .push(format!("{}: unsupported entry type {other:?}", lossy(&raw)));
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `create`; if the name exists, removes what is there (docker's replace rule: a
+    /// directory survives only when the new entry is a directory too) and tries once more.
+    fn create_replacing(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        keep_dir: bool,
+        mut create: impl FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> io::Result<bool> {
+        match create(dir) {
+            Ok(()) => return Ok(true),
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
+            Err(_) => {}
+        }
+        let existing = sys::lstat_type(dir, name)?;
+        if existing == libc::S_IFDIR {
+            if keep_dir {
+                return Ok(false);
+            }
+            remove_tree_at(dir, name)?;
+            // A cached parent may have lived inside what was just removed.
+            self.root.invalidate();
+        } else {
+            sys::unlinkat(dir, name, false)?;
+        }
+        create(dir)?;
+        Ok(true)
+    }
+
+    fn make_dir(&mut self, name: &CleanName) -> io::Result<()> {
+        let base =
+            CString::new(name.base()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let parent = clone_fd(self.root.parent_dir(name.parent())?)?;
+        // 0700 until finish_dirs applies the real mode, so that children can always be added.
+        self.create_replacing(parent.as_fd(), &base, true, |dir| {
+            sys::mkdirat(dir, &base, 0o700)
+        })?;
+        Ok(())
+    }
+
+    fn file<R: Read>(
+        &mut self,
+        name: &CleanName,
+        raw: &[u8],
+        meta: &Meta,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<(), ExtractError> {
+        let io = |op: &'static str| {
+            let path = lossy(raw);
+            move |source: io::Error| ExtractError::Io { path, op, source }
+        };
+        let size = entry.header().entry_size().map_err(ExtractError::Tar)?;
+        self.stats.file_bytes += size;
+        if self.stats.file_bytes > self.options.limits.max_file_bytes {
+            return Err(ExtractError::Limit {
+                what: "bytes of file content",
+                limit: self.options.limits.max_file_bytes,
+            });
+        }
+        let base = cstr(name.base(), raw)?;
+        let parent = clone_fd(
+            self.root
+                .parent_dir(name.parent())
+                .map_err(io("resolve parent"))?,
+        )
+        .map_err(io("resolve parent"))?;
+        let mut fd = None;
+        self.create_replacing(parent.as_fd(), &base, false, |dir| {
+            fd = Some(openat_nofollow(
+                dir,
+                &base,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                0o600,
+            )?);
+            Ok(())
+        })
+        .map_err(io("create"))?;
+        let fd = fd.ok_or_else(|| io("create")(io::Error::other("no fd")))?;
+        let written = copy_sparse(entry, fd.as_fd(), &mut self.buf).map_err(|e| match e {
+            CopyError::Read(e) => ExtractError::Tar(e),
+            CopyError::Write(e) => io("write")(e),
+        })?;
+        if written != size {
+            return Err(ExtractError::Tar(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "entry {:?} ended after {written} of {size} bytes",
+                    lossy(raw)
+                ),
+            )));
+        }
+        self.stats.files += 1;
+        self.fd_meta(fd.as_fd(), meta, raw)
+            .map_err(io("set metadata"))
+    }
+
+    fn hardlink<R: Read>(
+        &mut self,
+        name: &CleanName,
+        raw: &[u8],
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<(), ExtractError> {
+        let target_raw = entry.link_name_bytes().unwrap_or_default().into_owned();
+        let bad = |reason: String| ExtractError::BadHardlink {
+            path: lossy(raw),
+            target: lossy(&target_raw),
+            reason,
+        };
+        let target = clean(&target_raw).map_err(|r| bad(r.to_string()))?;
+        let target_dir = self
+            .root
+            .resolve(target.parent(), libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(|e| bad(format!("is not in this layer ({e})")))?;
+        let target_base = cstr(target.base(), raw)?;
+        let base = cstr(name.base(), raw)?;
+        let parent = clone_fd(
+            self.root
+                .parent_dir(name.parent())
+                .map_err(|e| bad(e.to_string()))?,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        self.create_replacing(parent.as_fd(), &base, false, |dir| {
+            sys::linkat(target_dir.as_fd(), &target_base, dir, &base)
+        })
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => bad("is not in this layer".into()),
+            Some(libc::EPERM) => bad("is a directory or not linkable".into()),
+            _ => bad(e.to_string()),
+        })?;
+        Ok(())
+    }
+
+    fn node(
+        &mut self,
+        name: &CleanName,
+        raw: &[u8],
+        meta: &Meta,
+        ty: u32,
+        major: u32,
+        minor: u32,
+    ) -> Result<(), ExtractError> {
+        let io = |op: &'static str| {
+            let path = lossy(raw);
+            move |source: io::Error| ExtractError::Io { path, op, source }
+        };
+        let base = cstr(name.base(), raw)?;
+        let parent = clone_fd(
+            self.root
+                .parent_dir(name.parent())
+                .map_err(io("resolve parent"))?,
+        )
+        .map_err(io("resolve parent"))?;
+        self.create_replacing(parent.as_fd(), &base, false, |dir| {
+            sys::mknodat(dir, &base, ty | 0o600, major, minor)
+        })
+        .map_err(io("mknod"))?;
+        self.node_meta(parent.as_fd(), &base, meta, true)
+            .map_err(io("set metadata"))
+    }
+
+    fn whiteout(
+        &mut self,
+        name: &CleanName,
+        hidden: &[u8],
+        raw: &[u8],
+    ) -> Result<(), ExtractError> {
+        let io = |op: &'static str| {
+            let path = lossy(raw);
+            move |source: io::Error| ExtractError::Io { path, op, source }
+        };
+        self.stats.whiteouts += 1;
+        if hidden == b".wh..opq" {
+            // The parent's lower-layer contents are hidden: mark it opaque (it exists in this
+            // layer, creating it if the archive had no entry for it).
+            let dir = self
+                .root
+                .parent_dir(name.parent())
+                .map_err(io("resolve parent"))?;
+            let dir = clone_fd(dir).map_err(io("resolve parent"))?;
+            let readable = self
+                .root
+                .resolve(name.parent(), libc::O_RDONLY | libc::O_DIRECTORY)
+                .map_err(io("open directory"))?;
+            drop(dir);
+            return sys::fsetxattr(
+                readable.as_fd(),
+                self.options.overlay_xattrs.opaque_name(),
+                b"y",
+            )
+            .map_err(io("set opaque xattr"));
+        }
+        if hidden.starts_with(b".wh.") || hidden.is_empty() {
+            // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): meaningless for overlay.
+            self.stats
+                .skipped
+                .push(format!("{}: aufs metadata", lossy(raw)));
+            return Ok(());
+        }
+        if hidden == b"." || hidden == b".." {
+            return Err(ExtractError::UnsafeName {
+                path: lossy(raw),
+                reason: UnsafeName::DotDot,
+            });
+        }
+        let base = cstr(hidden, raw)?;
+        let parent = clone_fd(
+            self.root
+                .parent_dir(name.parent())
+                .map_err(io("resolve parent"))?,
+        )
+        .map_err(io("resolve parent"))?;
+        // An overlay whiteout is a 0:0 character device (unprivileged since Linux 5.8).
+        self.create_replacing(parent.as_fd(), &base, false, |dir| {
+            sys::mknodat(dir, &base, libc::S_IFCHR, 0, 0)
+        })
+        .map_err(io("create whiteout"))?;
+        Ok(())
+    }
+
+    /// Owner, mode, xattrs and times of an open regular file, in that order.
+    fn fd_meta(&mut self, fd: BorrowedFd<'_>, meta: &Meta, raw: &[u8]) -> io::Result<()> {
+        self.own(fd, meta)?;
+        sys::fchmod(fd, meta.mode & 0o7777)?;
+        for (key, value) in &meta.xattrs {
+            self.set_xattr(fd, key, value, raw);
+        }
+        sys::futimens(fd, meta.mtime)
+    }
+
+    fn own(&mut self, fd: BorrowedFd<'_>, meta: &Meta) -> io::Result<()> {
+        let (uid, gid) = (id32(meta.uid), id32(meta.gid));
+        match self.options.ownership {
+            Ownership::Chown => sys::fchown(fd, uid, gid),
+            Ownership::Xattr if uid == 0 && gid == 0 => Ok(()),
+            Ownership::Xattr => {
+                sys::fsetxattr(fd, c"user.rootlesscontainers", &rootless_owner(uid, gid))
+            }
+        }
+    }
+
+    fn set_xattr(&mut self, fd: BorrowedFd<'_>, key: &[u8], value: &[u8], raw: &[u8]) {
+        let Ok(name) = CString::new(key) else { return };
+        if let Err(e) = sys::fsetxattr(fd, &name, value) {
+            // Without privilege security.capability and trusted.* cannot be set; the layer is
+            // still usable, so note it instead of failing the pull.
+            self.stats
+                .skipped
+                .push(format!("{}: xattr {}: {e}", lossy(raw), lossy(key)));
+        }
+    }
+
+    /// Owner, mode and times of a node addressed by parent fd and name.
+    fn node_meta(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        meta: &Meta,
+        chmod: bool,
+    ) -> io::Result<()> {
+        if self.options.ownership == Ownership::Chown {
+            sys::lchownat(dir, name, id32(meta.uid), id32(meta.gid))?;
+        }
+        if chmod {
+            sys::fchmodat(dir, name, meta.mode & 0o7777)?;
+        }
+        sys::lutimensat(dir, name, meta.mtime)
+    }
+
+    fn finish_dirs(&mut self) -> Result<(), ExtractError> {
+        let dirs = std::mem::take(&mut self.dirs);
+        for (path, meta) in dirs.iter().rev() {
+            let fd = match self
+                .root
+                .resolve(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            {
+                Ok(fd) => fd,
+                // Replaced by a later non-directory entry or removed: nothing to apply.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                    ) =>
+                {
+                    continue;
+                }
+                Err(source) => {
+                    return Err(ExtractError::Io {
+                        path: lossy(path),
+                        op: "open directory",
+                        source,
+                    });
+                }
+            };
+            self.fd_meta(fd.as_fd(), meta, path)
+                .map_err(|source| ExtractError::Io {
+                    path: lossy(path),
+                    op: "set directory metadata",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+fn clone_fd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+fn id32(id: u64) -> u32 {
+    u32::try_from(id).unwrap_or(u32::MAX - 1)
+}
+
+/// The `user.rootlesscontainers` value: protobuf `Resource { uint32 uid = 1; uint32 gid = 2; }`.
+pub fn rootless_owner(uid: u32, gid: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12);
+    for (tag, value) in [(0x08u8, uid), (0x10u8, gid)] {
+        out.push(tag);
+        let mut v = value;
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    out
+}
+
+fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
+    let header = entry.header();
+    let mut meta = Meta {
+        mode: header.mode().unwrap_or(0o644),
+        uid: header.uid().unwrap_or(0),
+        gid: header.gid().unwrap_or(0),
+        mtime: header
+            .mtime()
+            .map(|m| i64::try_from(m).unwrap_or(0))
+            .unwrap_or(0),
+        xattrs: Vec::new(),
+    };
+    if let Some(extensions) = entry.pax_extensions()? {
+        for ext in extensions {
+            let ext = ext?;
+            let key = ext.key_bytes();
+            let value = ext.value_bytes();
+            let number = || {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.split('.').next()?.parse::<i64>().ok())
+            };
+            match key {
+                b"uid" => {
+                    meta.uid = number()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(meta.uid)
+                }
+                b"gid" => {
+                    meta.gid = number()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(meta.gid)
+                }
+                b"mtime" => meta.mtime = number().unwrap_or(meta.mtime),
+                _ => {
+                    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                        meta.xattrs.push((name.to_vec(), value.to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(meta)
+}
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies an entry's content, turning runs of zero blocks into holes (sparse files stay sparse,
+/// and zero-filled files cost no disk).
+fn copy_sparse(src: &mut impl Read, fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<u64, CopyError> {
+    const BLOCK: usize = 4096;
+    let mut total = 0u64;
+    let mut pending_hole = 0u64;
+    loop {
+        let n = match src.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        let data = &buf[..n];
+        let mut start = 0;
+        while start < data.len() {
+            let end = (start + BLOCK).min(data.len());
+            let block = &data[start..end];
+            if block.len() == BLOCK && block.iter().all(|&b| b == 0) {
+                pending_hole += BLOCK as u64;
+            } else {
+                if pending_hole > 0 {
+                    sys::skip(fd, pending_hole).map_err(CopyError::Write)?;
+                    pending_hole = 0;
+                }
+                // Write the run of non-zero blocks in one call.
+                let mut run_end = end;
+                while run_end < data.len() {
+                    let next = (run_end + BLOCK).min(data.len());
+                    let b = &data[run_end..next];
+                    if b.len() == BLOCK && b.iter().all(|&x| x == 0) {
+                        break;
+                    }
+                    run_end = next;
+                }
+                sys::write_all(fd, &data[start..run_end]).map_err(CopyError::Write)?;
+                start = run_end;
+                continue;
+            }
+            start = end;
+        }
+        total += n as u64;
+    }
+    if pending_hole > 0 {
+        sys::ftruncate(fd, total).map_err(CopyError::Write)?;
+    }
+    Ok(total)
+}
+
+/// Removes `name` in `dir` and, if it is a directory, everything below it, never following
+/// symlinks.
+pub fn remove_tree_at(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<()> {
+    match sys::unlinkat(dir, name, false) {
+        Ok(()) => return Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR) | Some(libc::EPERM)) => {}
+        Err(e) => return Err(e),
+    }
+    let fd = openat_nofollow(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    // A rootless store may hold directories the owner cannot list (mode 0): open up first.
+    let _ = sys::fchmod(fd.as_fd(), 0o700);
+    let mut children = Vec::new();
+    {
+        let mut listing =
+            nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd.try_clone()?))
+                .map_err(io::Error::from)?;
+        for child in listing.iter() {
+            let child = child.map_err(io::Error::from)?;
+            let n = child.file_name();
+            if n.to_bytes() != b"." && n.to_bytes() != b".." {
+                children.push(CString::from(n));
+            }
+        }
+    }
+    for child in children {
+        remove_tree_at(fd.as_fd(), &child)?;
+    }
+    sys::unlinkat(dir, name, true)
+}
