@@ -131,29 +131,78 @@ impl ConfinedRoot {
             Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {}
             other => return other,
         }
-        // Walk down, creating what is missing. Every prefix is looked up again through the
-        // confined resolver, so a symlink among the components is followed only inside the root.
-        let mut current = self.resolve(b"", libc::O_PATH | libc::O_DIRECTORY)?;
-        let mut end = 0;
-        for component in dir.split(|&b| b == b'/') {
-            end += component.len() + 1;
-            if component.is_empty() {
-                continue;
+        self.create_dir_all(dir)
+    }
+
+    /// Walks `dir` one component at a time, creating what is missing with mode 0755, and
+    /// following symlinks exactly as RESOLVE_IN_ROOT does: an absolute target restarts at the
+    /// root, `..` never climbs above it. So `evil -> /etc` then `evil/x` creates `<root>/etc/x`,
+    /// as a chroot would. Every step looks up one name relative to a directory fd without
+    /// following it, so nothing outside the root is ever opened, let alone created.
+    fn create_dir_all(&self, dir: &[u8]) -> io::Result<OwnedFd> {
+        /// Linux's limit on symlinks followed in one lookup.
+        const MAX_LINKS: u32 = 40;
+        let mut pending: std::collections::VecDeque<Vec<u8>> =
+            dir.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
+        // The directories walked so far, the root first: `..` pops one.
+        let mut stack = vec![self.resolve(b"", libc::O_PATH | libc::O_DIRECTORY)?];
+        let mut links = 0;
+        let mut just_created = false;
+        while let Some(component) = pending.pop_front() {
+            match component.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                    continue;
+                }
+                _ => {}
             }
-            let prefix = &dir[..(end - 1).min(dir.len())];
-            current = match self.resolve(prefix, libc::O_PATH | libc::O_DIRECTORY) {
-                Ok(fd) => fd,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    match crate::sys::mkdirat(current.as_fd(), &cstring(component)?, 0o755) {
-                        Ok(()) => {}
+            let name = cstring(&component)?;
+            let current = match stack.last() {
+                Some(fd) => fd.as_fd(),
+                None => return Err(io::Error::other("empty directory stack")),
+            };
+            let kind = match crate::sys::lstat_type(current, &name) {
+                Ok(kind) => kind,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !just_created => {
+                    match crate::sys::mkdirat(current, &name, 0o755) {
+                        // Exactly 0755 whatever the umask, as tar does for implicit parents.
+                        Ok(()) => crate::sys::fchmodat(current, &name, 0o755)?,
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                         Err(e) => return Err(e),
                     }
-                    self.resolve(prefix, libc::O_PATH | libc::O_DIRECTORY)?
+                    just_created = true;
+                    pending.push_front(component);
+                    continue;
                 }
                 Err(e) => return Err(e),
             };
+            just_created = false;
+            match kind {
+                libc::S_IFDIR => {
+                    let fd = openat_nofollow(current, &name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+                    stack.push(fd);
+                }
+                libc::S_IFLNK => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                    }
+                    let target = crate::sys::readlinkat(current, &name)?;
+                    if target.starts_with(b"/") {
+                        stack.truncate(1);
+                    }
+                    for part in target.split(|&b| b == b'/').rev() {
+                        pending.push_front(part.to_vec());
+                    }
+                }
+                _ => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+            }
         }
-        Ok(current)
+        stack
+            .pop()
+            .ok_or_else(|| io::Error::other("empty directory stack"))
     }
 }

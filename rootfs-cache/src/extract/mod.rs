@@ -141,8 +141,10 @@ pub enum ExtractError {
         reason: String,
     },
     /// A limit was exceeded.
-    #[error("layer exceeds the limit of {limit} {what}")]
+    #[error("entry {path:?}: layer exceeds the limit of {limit} {what}")]
     Limit {
+        /// The entry that went over the limit.
+        path: String,
         /// What was counted.
         what: &'static str,
         /// The limit.
@@ -206,6 +208,7 @@ pub fn extract(
         ex.stats.entries += 1;
         if ex.stats.entries > options.limits.max_entries {
             return Err(ExtractError::Limit {
+                path: lossy(&entry.path_bytes()),
                 what: "entries",
                 limit: options.limits.max_entries,
             });
@@ -233,10 +236,30 @@ impl Extractor {
         if matches!(kind, tar::EntryType::XGlobalHeader) {
             return Ok(());
         }
-        let name = clean(&raw).map_err(|reason| ExtractError::UnsafeName {
-            path: lossy(&raw),
-            reason,
-        })?;
+        let name = match clean(&raw) {
+            Ok(name) => name,
+            // `./`, the layer root itself (`tar -C dir .` writes one): only its metadata applies.
+            Err(UnsafeName::Empty) if kind == tar::EntryType::Directory => {
+                let meta = read_meta(&mut entry).map_err(ExtractError::Tar)?;
+                self.dirs.push((Vec::new(), meta));
+                return Ok(());
+            }
+            Err(reason) => {
+                return Err(ExtractError::UnsafeName {
+                    path: lossy(&raw),
+                    reason,
+                });
+            }
+        };
+        // aufs bookkeeping at the layer root (`.wh..wh.plnk/`, `.wh..wh.aufs`) and everything
+        // below it means nothing to overlay; docker skips it the same way.
+        let first = name.full.split(|&b| b == b'/').next().unwrap_or_default();
+        if first.starts_with(b".wh..wh.") && name.full != b".wh..wh..opq" {
+            self.stats
+                .skipped
+                .push(format!("{}: aufs metadata", lossy(&raw)));
+            return Ok(());
+        }
         let meta = read_meta(&mut entry).map_err(ExtractError::Tar)?;
 
         let base = name.base();
@@ -350,10 +373,13 @@ impl Extractor {
             let path = lossy(raw);
             move |source: io::Error| ExtractError::Io { path, op, source }
         };
-        let size = entry.header().entry_size().map_err(ExtractError::Tar)?;
-        self.stats.file_bytes += size;
+        // The real size: a PAX `size` record overrides the header's, and a GNU sparse entry
+        // expands to more than its stored bytes.
+        let size = entry.size();
+        self.stats.file_bytes = self.stats.file_bytes.saturating_add(size);
         if self.stats.file_bytes > self.options.limits.max_file_bytes {
             return Err(ExtractError::Limit {
+                path: lossy(raw),
                 what: "bytes of file content",
                 limit: self.options.limits.max_file_bytes,
             });
@@ -469,8 +495,8 @@ impl Extractor {
             let path = lossy(raw);
             move |source: io::Error| ExtractError::Io { path, op, source }
         };
-        self.stats.whiteouts += 1;
         if hidden == b".wh..opq" {
+            self.stats.whiteouts += 1;
             // The parent's lower-layer contents are hidden: mark it opaque (it exists in this
             // layer, creating it if the archive had no entry for it).
             let dir = self
@@ -503,6 +529,7 @@ impl Extractor {
                 reason: UnsafeName::DotDot,
             });
         }
+        self.stats.whiteouts += 1;
         let base = cstr(hidden, raw)?;
         let parent = clone_fd(
             self.root
@@ -569,7 +596,13 @@ impl Extractor {
 
     fn finish_dirs(&mut self) -> Result<(), ExtractError> {
         let dirs = std::mem::take(&mut self.dirs);
+        let mut done = std::collections::HashSet::new();
+        // Children before parents (a parent's mode may forbid reaching them rootless), and the
+        // last entry for a directory wins: earlier ones for the same name are skipped.
         for (path, meta) in dirs.iter().rev() {
+            if !done.insert(path.as_slice()) {
+                continue;
+            }
             let fd = match self
                 .root
                 .resolve(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)
