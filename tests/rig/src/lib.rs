@@ -7,6 +7,7 @@ pub mod entry;
 pub mod image;
 pub mod registry;
 pub mod rootless;
+pub mod synth;
 pub mod tls;
 
 pub use client::RegistryClient;

@@ -1,4 +1,4 @@
-//! `skiff-rig`: pushes the demo images into a running registry.
+//! `skiff-rig`: pushes the demo images into a running registry; makes and unpacks bench layers.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -14,6 +14,29 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Write a synthetic layer (gzip) for benchmarks, with FILE.json holding its digests
+    GenLayer {
+        /// Output blob
+        out: std::path::PathBuf,
+        /// Seed (different seeds, different layers)
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Small files
+        #[arg(long, default_value_t = 30_000)]
+        files: usize,
+        /// Also write the uncompressed tar here
+        #[arg(long)]
+        tar: Option<std::path::PathBuf>,
+    },
+    /// Commit layer blobs written by gen-layer into a rootfs-cache store, all at once
+    Unpack {
+        /// Store root (created if missing)
+        #[arg(long)]
+        root: std::path::PathBuf,
+        /// Layer blobs (each with its FILE.json)
+        #[arg(required = true)]
+        blobs: Vec<std::path::PathBuf>,
+    },
     /// Build the busybox fixture image and push it as REPO:TAG
     PushBusybox {
         /// Registry URL
@@ -28,8 +51,57 @@ enum Cmd {
     },
 }
 
+fn sidecar(blob: &std::path::Path) -> std::path::PathBuf {
+    let mut s = blob.as_os_str().to_owned();
+    s.push(".json");
+    s.into()
+}
+
 fn main() -> Result<()> {
     match Args::parse().command {
+        Cmd::GenLayer { out, seed, files, tar } => {
+            let shape = skiff_test_rig::synth::LayerShape { seed, small_files: files, ..Default::default() };
+            let raw = skiff_test_rig::entry::tar(&skiff_test_rig::synth::entries(shape))?;
+            let layer = skiff_test_rig::image::Layer::from_tar(&raw, Compression::Gzip, Format::Oci)?;
+            std::fs::write(&out, &layer.blob.bytes)?;
+            if let Some(tar) = tar {
+                std::fs::write(tar, &raw)?;
+            }
+            let meta = serde_json::json!({
+                "digest": layer.blob.digest.to_string(),
+                "diff_id": layer.diff_id.to_string(),
+                "media_type": layer.blob.media_type,
+                "tar_bytes": raw.len(),
+                "entries": files + 4,
+            });
+            std::fs::write(sidecar(&out), serde_json::to_vec_pretty(&meta)?)?;
+            println!("{meta}");
+            Ok(())
+        }
+        Cmd::Unpack { root, blobs } => {
+            let store = rootfs_cache::Store::open(&root)?;
+            std::thread::scope(|s| -> Result<()> {
+                let handles: Vec<_> = blobs
+                    .iter()
+                    .map(|blob| {
+                        let store = &store;
+                        s.spawn(move || -> Result<()> {
+                            let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(sidecar(blob))?)?;
+                            let field = |k: &str| meta[k].as_str().map(str::to_owned).context("bad sidecar");
+                            let digest = rootfs_cache::Digest::parse(&field("digest")?)?;
+                            let diff_id = rootfs_cache::Digest::parse(&field("diff_id")?)?;
+                            let file = std::fs::File::open(blob)?;
+                            store.commit_layer(&digest, &diff_id, &field("media_type")?, file)?;
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join().map_err(|_| anyhow::anyhow!("unpack thread panicked"))??;
+                }
+                Ok(())
+            })
+        }
         Cmd::PushBusybox {
             registry,
             name,
