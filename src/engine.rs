@@ -2,14 +2,53 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::host::{self, CgroupLayout};
+use rootfs_cache::{GcOptions, GcReport, ImageRecord, Store, StoreError, VerifyReport};
 
-/// Failures of the engine that the CLI maps to exit code 125.
+use crate::Digest;
+use crate::host::{self, CgroupLayout};
+use crate::progress::{Progress, ProgressMode};
+use crate::pull::{self, PullError, PullOptions, PullReport};
+use crate::reference::{Reference, ReferenceError};
+use crate::registry::config::ConfigError;
+use crate::registry::credentials::CredentialError;
+use crate::registry::{AuthFiles, Config, RegistryClient, RegistryError, RetryPolicy};
+
+/// Failures of the engine; the CLI maps them to exit code 125.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The store root is not an absolute path.
     #[error("store root {0:?} must be an absolute path (set --root or SKIFF_ROOT)")]
     RelativeRoot(PathBuf),
+    /// The configuration file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A bad image reference.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// The store failed.
+    #[error("store {root}: {source}")]
+    Store {
+        /// The store root.
+        root: PathBuf,
+        /// What failed.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// A pull failed.
+    #[error(transparent)]
+    Pull(#[from] Box<PullError>),
+    /// A registry operation (login) failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Credentials could not be read or written.
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    /// No such image in the store.
+    #[error("no such image: {0} (see `skiff images`, or pull it first)")]
+    ImageNotFound(String),
+    /// The async runtime could not start.
+    #[error("starting the I/O runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// How to open an [`Engine`].
@@ -17,6 +56,12 @@ pub enum EngineError {
 pub struct EngineOptions {
     /// Store root; `None` picks [`host::default_root`].
     pub root: Option<PathBuf>,
+    /// skiff configuration file; `None` picks [`Config::default_path`].
+    pub config_path: Option<PathBuf>,
+    /// Credential files; `None` uses docker's and podman's usual ones.
+    pub auth_files: Option<AuthFiles>,
+    /// Retry and timeout policy for registries.
+    pub retry: Option<RetryPolicy>,
 }
 
 /// A handle on one skiff store and the host it runs on.
@@ -24,6 +69,9 @@ pub struct EngineOptions {
 pub struct Engine {
     root: PathBuf,
     rootless: bool,
+    config: Config,
+    auth: AuthFiles,
+    retry: RetryPolicy,
 }
 
 /// What `skiff info` reports.
@@ -43,6 +91,23 @@ pub struct Info {
     pub architecture: &'static str,
 }
 
+/// One image as `skiff images` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageSummary {
+    /// Names (`registry/repository:tag`) pointing at it.
+    pub names: Vec<String>,
+    /// The manifest digest.
+    pub manifest: Digest,
+    /// The config digest (docker's image id).
+    pub id: Digest,
+    /// Compressed size of its layers.
+    pub size: u64,
+    /// Unix seconds when it entered the store.
+    pub created_at: u64,
+    /// Unix seconds of its last use.
+    pub last_used: u64,
+}
+
 impl Engine {
     /// Opens an engine; nothing is written until an operation needs it.
     pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
@@ -50,9 +115,13 @@ impl Engine {
         if !root.is_absolute() {
             return Err(EngineError::RelativeRoot(root));
         }
+        let config = Config::load(&options.config_path.unwrap_or_else(Config::default_path))?;
         Ok(Self {
             root,
             rootless: host::is_rootless(),
+            config,
+            auth: options.auth_files.unwrap_or_else(AuthFiles::from_env),
+            retry: options.retry.unwrap_or_default(),
         })
     }
 
@@ -78,5 +147,211 @@ impl Engine {
                 .unwrap_or_default(),
             architecture: host::oci_architecture(),
         }
+    }
+
+    /// Opens (creating) the store.
+    pub fn store(&self) -> Result<Store, EngineError> {
+        Store::open(&self.root).map_err(|source| self.store_err(source))
+    }
+
+    fn store_err(&self, source: StoreError) -> EngineError {
+        EngineError::Store {
+            root: self.root.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// A registry client with this engine's configuration and credentials.
+    pub fn client(&self) -> RegistryClient {
+        RegistryClient::new(self.config.clone(), self.auth.clone(), self.retry)
+    }
+
+    /// Runs async work on a runtime that is shut down before returning, so that no I/O thread
+    /// outlives the call (a container launch must start from a single-threaded process).
+    fn block_on<F: std::future::Future>(&self, f: F) -> Result<F::Output, EngineError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(EngineError::Runtime)?;
+        let out = runtime.block_on(f);
+        runtime.shutdown_background();
+        Ok(out)
+    }
+
+    /// Pulls an image into the store.
+    pub fn pull(
+        &self,
+        reference: &Reference,
+        options: &PullOptions,
+        progress: ProgressMode,
+    ) -> Result<PullReport, EngineError> {
+        let store = self.store()?;
+        let client = self.client();
+        let progress = Progress::new(progress);
+        progress.message(&format!("Pulling {}", reference.familiar()));
+        Ok(self.block_on(pull::pull(&client, &store, reference, options, &progress))?.map_err(Box::new)?)
+    }
+
+    /// The image a name refers to, from the store only (no network), if every layer is there.
+    pub fn local_image(&self, reference: &Reference) -> Result<Option<ImageRecord>, EngineError> {
+        pull::resolve_local(&self.store()?, reference).map_err(|e| self.store_err(e))
+    }
+
+    /// Finds an image by name, by full or short config id, or by manifest digest.
+    pub fn find_image(&self, name: &str) -> Result<ImageRecord, EngineError> {
+        let store = self.store()?;
+        let id = name.strip_prefix("sha256:").unwrap_or(name);
+        if id.len() >= 4
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            let images = store.images().map_err(|e| self.store_err(e))?;
+            let matches: Vec<_> = images
+                .into_iter()
+                .filter(|i| i.config.hex().starts_with(id) || i.manifest.hex().starts_with(id))
+                .collect();
+            if matches.len() == 1 {
+                return matches.into_iter().next().ok_or_else(|| EngineError::ImageNotFound(name.into()));
+            }
+        }
+        let reference = Reference::parse(name)?;
+        let manifest = match (reference.digest(), reference.tag()) {
+            (Some(d), _) => Some(*d),
+            (None, Some(tag)) => store
+                .get_ref(reference.registry(), reference.repository(), tag)
+                .map_err(|e| self.store_err(e))?
+                .map(|r| r.manifest),
+            _ => None,
+        };
+        manifest
+            .and_then(|m| store.image(&m).ok().flatten())
+            .ok_or_else(|| EngineError::ImageNotFound(name.into()))
+    }
+
+    /// Every image with the names that point at it, newest first.
+    pub fn images(&self) -> Result<Vec<ImageSummary>, EngineError> {
+        let store = self.store()?;
+        let refs = store.refs().map_err(|e| self.store_err(e))?;
+        let mut out: Vec<ImageSummary> = store
+            .images()
+            .map_err(|e| self.store_err(e))?
+            .into_iter()
+            .map(|img| ImageSummary {
+                names: refs
+                    .iter()
+                    .filter(|(_, _, r)| r.manifest == img.manifest)
+                    .map(|(name, tag, _)| format!("{name}:{tag}"))
+                    .collect(),
+                manifest: img.manifest,
+                id: img.config,
+                size: img.layers.iter().map(|l| l.size).sum(),
+                created_at: img.created_at,
+                last_used: img.last_used,
+            })
+            .collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.names.cmp(&b.names)));
+        Ok(out)
+    }
+
+    /// The image config JSON, as `docker inspect` shows its `Config` part.
+    pub fn inspect(&self, name: &str) -> Result<serde_json::Value, EngineError> {
+        let image = self.find_image(name)?;
+        let store = self.store()?;
+        let bytes = store
+            .blob(&image.config)
+            .map_err(|e| self.store_err(e))?
+            .ok_or_else(|| {
+                EngineError::ImageNotFound(format!(
+                    "{name} (its config blob is missing: pull it again)"
+                ))
+            })?;
+        let config: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            self.store_err(StoreError::Corrupt {
+                path: store.blob_path(&image.config),
+                reason: e.to_string(),
+            })
+        })?;
+        Ok(serde_json::json!({
+            "Id": image.config.to_string(),
+            "Digest": image.manifest.to_string(),
+            "RepoTags": self.images()?.into_iter().find(|s| s.manifest == image.manifest).map(|s| s.names).unwrap_or_default(),
+            "Layers": image.layers,
+            "Config": config,
+        }))
+    }
+
+    /// Removes a name; the image goes with its last name (or at once when given by id).
+    /// Returns what was untagged and deleted, as docker's rmi prints it.
+    pub fn remove_image(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        let store = self.store()?;
+        let image = self.find_image(name)?;
+        let refs = store.refs().map_err(|e| self.store_err(e))?;
+        let by_name = Reference::parse(name)
+            .ok()
+            .filter(|r| r.tag().is_some() && r.digest().is_none());
+        let mut out = Vec::new();
+        for (full, tag, record) in refs.iter().filter(|(_, _, r)| r.manifest == image.manifest) {
+            let matches_name = by_name.as_ref().is_none_or(|r| {
+                format!("{}/{}", r.registry(), r.repository()) == *full && r.tag() == Some(tag)
+            });
+            if matches_name {
+                let (registry, repository) = full.split_once('/').unwrap_or((full, ""));
+                store
+                    .remove_ref(registry, repository, tag)
+                    .map_err(|e| self.store_err(e))?;
+                out.push(format!("Untagged: {full}:{tag}"));
+                let _ = record;
+            }
+        }
+        let remaining = store
+            .refs()
+            .map_err(|e| self.store_err(e))?
+            .iter()
+            .any(|(_, _, r)| r.manifest == image.manifest);
+        if !remaining {
+            store
+                .remove_image(&image.manifest)
+                .map_err(|e| self.store_err(e))?;
+            out.push(format!("Deleted: {}", image.config));
+        }
+        Ok(out)
+    }
+
+    /// Removes unused layers and blobs, then least-recently-used images down to a budget.
+    pub fn gc(&self, options: &GcOptions) -> Result<GcReport, EngineError> {
+        self.store()?.gc(options).map_err(|e| self.store_err(e))
+    }
+
+    /// Checks the store for corrupt and orphaned entries.
+    pub fn verify(&self) -> Result<VerifyReport, EngineError> {
+        self.store()?.verify().map_err(|e| self.store_err(e))
+    }
+
+    /// Checks credentials against the registry, then saves them; returns the file written.
+    pub fn login(
+        &self,
+        registry: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<PathBuf, EngineError> {
+        // Try the credentials from a private scratch file before touching the real one.
+        let scratch = tempfile::tempdir().map_err(EngineError::Runtime)?;
+        let probe = AuthFiles::new(vec![scratch.path().join("auth.json")]);
+        probe.login(registry, username, password)?;
+        let client = RegistryClient::new(self.config.clone(), probe, self.retry);
+        let host = if registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        self.block_on(client.check_login(host))??;
+        Ok(self.auth.login(registry, username, password)?)
+    }
+
+    /// Forgets stored credentials for a registry; true if there were any.
+    pub fn logout(&self, registry: &str) -> Result<bool, EngineError> {
+        Ok(self.auth.logout(registry)?)
     }
 }

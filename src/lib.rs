@@ -6,7 +6,10 @@
 pub mod cli;
 pub mod engine;
 pub mod host;
+pub mod progress;
+pub mod pull;
 pub mod reference;
+pub mod registry;
 
 pub use engine::{Engine, EngineError, EngineOptions};
 pub use reference::{Reference, ReferenceError};

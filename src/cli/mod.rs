@@ -1,6 +1,10 @@
 //! The command line: one module per subcommand, each a thin layer over [`crate::Engine`].
 
+mod gc;
+mod images;
 mod info;
+mod login;
+mod pull;
 
 use std::path::PathBuf;
 
@@ -14,6 +18,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "SKIFF_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// skiff configuration file [default: $SKIFF_CONFIG, /etc/skiff/config.toml as root,
+    /// ~/.config/skiff/config.toml otherwise]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
@@ -26,6 +35,22 @@ pub struct Cli {
 /// skiff's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Pull an image from a registry into the store
+    Pull(pull::PullArgs),
+    /// List images in the store
+    Images(images::ImagesArgs),
+    /// Show an image's config as JSON
+    Inspect(images::InspectArgs),
+    /// Remove images (a name untags; the image goes with its last name)
+    Rmi(images::RmiArgs),
+    /// Remove unused layers and blobs, then old images down to a size budget
+    Gc(gc::GcArgs),
+    /// Check the store for corrupt and orphaned entries
+    Verify(gc::VerifyArgs),
+    /// Log in to a registry (saved in docker's config.json format)
+    Login(login::LoginArgs),
+    /// Remove saved credentials for a registry
+    Logout(login::LogoutArgs),
     /// Show the store root, rootless mode and host facts that decide how containers run
     Info(info::InfoArgs),
 }
@@ -33,9 +58,84 @@ pub enum Command {
 impl Cli {
     /// Runs the parsed command and returns the process exit code.
     pub fn run(self) -> anyhow::Result<i32> {
-        let engine = crate::Engine::new(crate::EngineOptions { root: self.root })?;
+        let engine = crate::Engine::new(crate::EngineOptions {
+            root: self.root,
+            config_path: self.config,
+            ..Default::default()
+        })?;
         match self.command {
+            Command::Pull(args) => pull::run(&engine, &args),
+            Command::Images(args) => images::list(&engine, &args),
+            Command::Inspect(args) => images::inspect(&engine, &args),
+            Command::Rmi(args) => images::rmi(&engine, &args),
+            Command::Gc(args) => gc::gc(&engine, &args),
+            Command::Verify(args) => gc::verify(&engine, &args),
+            Command::Login(args) => login::login(&engine, &args),
+            Command::Logout(args) => login::logout(&engine, &args),
             Command::Info(args) => info::run(&engine, &args),
         }
+    }
+}
+
+/// Output formats shared by listing commands.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable.
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// Sizes as docker prints them (decimal units).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.3}{}", UNITS[unit]).replace(".000", "")
+    }
+}
+
+/// Parses `512M`, `2G`, `1.5GB`, `1000000` into bytes (binary units for K/M/G/T).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (examples: 500M, 2G)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("invalid size unit in {s:?} (use K, M, G or T)")),
+    };
+    Ok((value * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("G").is_err());
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(4_300_000), "4.300MB");
+        assert_eq!(human_size(2_000_000_000), "2GB");
     }
 }
