@@ -21,7 +21,10 @@ fn bench_dir() -> PathBuf {
 }
 
 fn make_layer(seed: u64) -> (Layer, u64) {
-    let shape = LayerShape { seed, ..LayerShape::default() };
+    let shape = LayerShape {
+        seed,
+        ..LayerShape::default()
+    };
     let tar = skiff_test_rig::entry::tar(&entries(shape)).expect("synthetic tar");
     let layer = Layer::from_tar(&tar, Compression::Gzip, Format::Oci).expect("layer");
     (layer, tar.len() as u64)
@@ -59,14 +62,24 @@ fn extract(c: &mut Criterion) {
     let files = LayerShape::default().small_files as u64 + 4;
 
     let mut group = c.benchmark_group("extract");
-    group.sample_size(10).measurement_time(Duration::from_secs(30));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30));
     group.throughput(Throughput::Bytes(tar1));
     group.bench_function("one_layer_bytes", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| commit_all(std::slice::from_ref(&l1))).sum())
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| commit_all(std::slice::from_ref(&l1)))
+                .sum()
+        })
     });
     group.throughput(Throughput::Elements(files));
     group.bench_function("one_layer_files", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| commit_all(std::slice::from_ref(&l1))).sum())
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| commit_all(std::slice::from_ref(&l1)))
+                .sum()
+        })
     });
     group.throughput(Throughput::Bytes(tar1 + tar2));
     let both = [l1, l2];

@@ -119,9 +119,13 @@ impl Engine {
         Ok(Self {
             root,
             rootless: host::is_rootless(),
-            config,
+            config: config.clone(),
             auth: options.auth_files.unwrap_or_else(AuthFiles::from_env),
-            retry: options.retry.unwrap_or_default(),
+            retry: options.retry.unwrap_or(RetryPolicy {
+                attempts: config.retries,
+                stall_timeout: std::time::Duration::from_secs(config.stall_timeout_secs),
+                ..RetryPolicy::default()
+            }),
         })
     }
 
@@ -190,7 +194,9 @@ impl Engine {
         let client = self.client();
         let progress = Progress::new(progress);
         progress.message(&format!("Pulling {}", reference.familiar()));
-        Ok(self.block_on(pull::pull(&client, &store, reference, options, &progress))?.map_err(Box::new)?)
+        Ok(self
+            .block_on(pull::pull(&client, &store, reference, options, &progress))?
+            .map_err(Box::new)?)
     }
 
     /// The image a name refers to, from the store only (no network), if every layer is there.
@@ -213,7 +219,10 @@ impl Engine {
                 .filter(|i| i.config.hex().starts_with(id) || i.manifest.hex().starts_with(id))
                 .collect();
             if matches.len() == 1 {
-                return matches.into_iter().next().ok_or_else(|| EngineError::ImageNotFound(name.into()));
+                return matches
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| EngineError::ImageNotFound(name.into()));
             }
         }
         let reference = Reference::parse(name)?;

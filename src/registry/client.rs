@@ -265,6 +265,9 @@ impl RegistryClient {
         let chosen = if self.inner.config.allows_http(host) {
             match http.get(format!("{}/v2/", https.base)).send().await {
                 Ok(_) => https,
+                Err(https_err) if is_certificate_error(&https_err) => {
+                    return Err(untrusted(host, &https_err));
+                }
                 Err(https_err) => {
                     let plain = Endpoint {
                         base: format!("http://{host}"),
@@ -449,6 +452,7 @@ impl RegistryClient {
                 req = req.header(AUTHORIZATION, h);
             }
             let delay = match req.send().await {
+                Err(e) if is_certificate_error(&e) => return Err(untrusted(host, &e)),
                 Err(e) => {
                     if attempt >= policy.attempts {
                         return Err(RegistryError::Unreachable {
@@ -754,6 +758,24 @@ impl RegistryClient {
             .send(host, host, "", |ep| ep.http.get(format!("{}/v2/", ep.base)))
             .await?;
         check_status(resp, host, "", "/v2/").await.map(|_| ())
+    }
+}
+
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let chain = error_chain(e);
+    chain.contains("certificate")
+        || chain.contains("UnknownIssuer")
+        || chain.contains("CertNotValid")
+}
+
+fn untrusted(host: &str, e: &reqwest::Error) -> RegistryError {
+    RegistryError::Unreachable {
+        registry: host.to_owned(),
+        reason: format!(
+            "its TLS certificate is not trusted ({}); put the registry's CA certificate in \
+             /etc/docker/certs.d/{host}/ca.crt or set ca_file for it in skiff's config",
+            error_chain(e)
+        ),
     }
 }
 

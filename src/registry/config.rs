@@ -3,6 +3,8 @@
 //!
 //! ```toml
 //! max_concurrent_downloads = 6
+//! retries = 5
+//! stall_timeout_secs = 30
 //! certs_dirs = ["/etc/docker/certs.d", "/etc/containers/certs.d"]
 //!
 //! [[registry]]
@@ -67,9 +69,23 @@ pub struct Config {
     /// Directories in docker's certs.d layout (`<dir>/<host[:port]>/*.crt`).
     #[serde(default = "default_certs_dirs")]
     pub certs_dirs: Vec<PathBuf>,
+    /// Attempts per registry request, the first included (connection errors, 5xx, 429).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Seconds without data after which a blob download is restarted with a Range request.
+    #[serde(default = "default_stall")]
+    pub stall_timeout_secs: u64,
     /// Per-registry settings.
     #[serde(default, rename = "registry")]
     pub registries: Vec<RegistryEntry>,
+}
+
+fn default_retries() -> u32 {
+    5
+}
+
+fn default_stall() -> u64 {
+    30
 }
 
 fn default_concurrency() -> usize {
@@ -93,6 +109,8 @@ impl Default for Config {
         Self {
             max_concurrent_downloads: default_concurrency(),
             certs_dirs: default_certs_dirs(),
+            retries: default_retries(),
+            stall_timeout_secs: default_stall(),
             registries: Vec::new(),
         }
     }
@@ -141,6 +159,9 @@ impl Config {
         let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
         if config.max_concurrent_downloads == 0 {
             return Err("max_concurrent_downloads must be at least 1".into());
+        }
+        if config.retries == 0 || config.stall_timeout_secs == 0 {
+            return Err("retries and stall_timeout_secs must be at least 1".into());
         }
         Ok(config)
     }
