@@ -2,14 +2,22 @@
 //!
 //! This is test tooling, deliberately independent of skiff's own registry client, so that a bug
 //! in one cannot hide a bug in the other.
+//!
+//! Against a token-auth registry it follows the Bearer flow: on a 401 with a `Bearer` challenge
+//! it fetches a token from the realm (with its credentials, if any) and retries once; tokens are
+//! cached per scope and the latest one per repository is sent up front.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use rootfs_cache::Digest;
 
 use crate::image::{Blob, Image, Index};
+use crate::token::{BearerChallenge, parse_challenge};
 
 /// A manifest as the registry served it.
 #[derive(Debug, Clone)]
@@ -28,6 +36,14 @@ pub struct RegistryClient {
     base: String,
     http: Client,
     credentials: Option<(String, String)>,
+    tokens: Arc<Mutex<TokenCache>>,
+}
+
+/// Bearer tokens: by challenge scope, and the latest one per repository.
+#[derive(Debug, Default)]
+struct TokenCache {
+    by_scope: HashMap<String, String>,
+    by_repo: HashMap<String, String>,
 }
 
 impl RegistryClient {
@@ -45,14 +61,78 @@ impl RegistryClient {
             base: base.trim_end_matches('/').to_owned(),
             http: builder.build()?,
             credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            tokens: Arc::default(),
         })
     }
 
-    fn auth(&self, req: RequestBuilder) -> RequestBuilder {
-        match &self.credentials {
-            Some((user, password)) => req.basic_auth(user, Some(password)),
-            None => req,
+    fn auth(&self, req: RequestBuilder, token: Option<&str>) -> RequestBuilder {
+        match (token, &self.credentials) {
+            (Some(token), _) => req.bearer_auth(token),
+            (None, Some((user, password))) => req.basic_auth(user, Some(password)),
+            (None, None) => req,
         }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, TokenCache> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends the request `build` makes for `repo` ("" for /v2/), answering a Bearer challenge
+    /// once with a cached or fresh token.
+    fn send(&self, repo: &str, build: impl Fn() -> RequestBuilder) -> Result<Response> {
+        let sent = self.cache().by_repo.get(repo).cloned();
+        let resp = self.auth(build(), sent.as_deref()).send()?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let Some(challenge) = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge)
+        else {
+            return Ok(resp);
+        };
+        let scope = challenge.scope.clone().unwrap_or_default();
+        let cached = self.cache().by_scope.get(&scope).cloned();
+        let token = match cached {
+            Some(token) if Some(&token) != sent.as_ref() => token,
+            _ => self.fetch_token(&challenge)?,
+        };
+        {
+            let mut cache = self.cache();
+            cache.by_scope.insert(scope, token.clone());
+            cache.by_repo.insert(repo.to_owned(), token.clone());
+        }
+        Ok(self.auth(build(), Some(&token)).send()?)
+    }
+
+    /// GETs a token from the challenge's realm, with basic auth when the client has credentials.
+    pub fn fetch_token(&self, challenge: &BearerChallenge) -> Result<String> {
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(service) = &challenge.service {
+            query.push(("service", service));
+        }
+        for scope in challenge.scope.iter().flat_map(|s| s.split(' ')) {
+            query.push(("scope", scope));
+        }
+        let mut req = self.http.get(&challenge.realm).query(&query);
+        if let Some((user, password)) = &self.credentials {
+            req = req.basic_auth(user, Some(password));
+        }
+        let resp = Self::check(
+            req.send()?,
+            &format!("token from {}", challenge.realm),
+            &[StatusCode::OK],
+        )?;
+        let body: serde_json::Value = resp.json()?;
+        body.get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+            .context("token response without a token")
     }
 
     fn check(resp: Response, what: &str, want: &[StatusCode]) -> Result<Response> {
@@ -67,29 +147,24 @@ impl RegistryClient {
     /// GET /v2/ with credentials: the API version check.
     pub fn ping(&self) -> Result<StatusCode> {
         Ok(self
-            .auth(self.http.get(format!("{}/v2/", self.base)))
-            .send()?
+            .send("", || self.http.get(format!("{}/v2/", self.base)))?
             .status())
     }
 
     /// Uploads a blob (monolithic POST + PUT) unless the registry has it already.
     pub fn push_blob(&self, repo: &str, blob: &Blob) -> Result<()> {
         let what = format!("push blob {} to {repo}", blob.digest);
-        let head = self
-            .auth(
-                self.http
-                    .head(format!("{}/v2/{repo}/blobs/{}", self.base, blob.digest)),
-            )
-            .send()?;
+        let head = self.send(repo, || {
+            self.http
+                .head(format!("{}/v2/{repo}/blobs/{}", self.base, blob.digest))
+        })?;
         if head.status() == StatusCode::OK {
             return Ok(());
         }
-        let started = self
-            .auth(
-                self.http
-                    .post(format!("{}/v2/{repo}/blobs/uploads/", self.base)),
-            )
-            .send()?;
+        let started = self.send(repo, || {
+            self.http
+                .post(format!("{}/v2/{repo}/blobs/uploads/", self.base))
+        })?;
         let started = Self::check(started, &what, &[StatusCode::ACCEPTED])?;
         let location = started
             .headers()
@@ -103,25 +178,24 @@ impl RegistryClient {
         };
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!("digest={}", blob.digest));
-        let put = self
-            .auth(self.http.put(url))
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(blob.bytes.clone())
-            .send()?;
+        let put = self.send(repo, || {
+            self.http
+                .put(&url)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .body(blob.bytes.clone())
+        })?;
         Self::check(put, &what, &[StatusCode::CREATED])?;
         Ok(())
     }
 
     /// PUTs a manifest (or index) under a tag or its digest.
     pub fn push_manifest(&self, repo: &str, reference: &str, manifest: &Blob) -> Result<()> {
-        let put = self
-            .auth(
-                self.http
-                    .put(format!("{}/v2/{repo}/manifests/{reference}", self.base)),
-            )
-            .header(CONTENT_TYPE, &manifest.media_type)
-            .body(manifest.bytes.clone())
-            .send()?;
+        let put = self.send(repo, || {
+            self.http
+                .put(format!("{}/v2/{repo}/manifests/{reference}", self.base))
+                .header(CONTENT_TYPE, &manifest.media_type)
+                .body(manifest.bytes.clone())
+        })?;
         Self::check(
             put,
             &format!("push manifest {repo}:{reference}"),
@@ -154,13 +228,11 @@ impl RegistryClient {
         reference: &str,
         accept: &[&str],
     ) -> Result<FetchedManifest> {
-        let resp = self
-            .auth(
-                self.http
-                    .get(format!("{}/v2/{repo}/manifests/{reference}", self.base)),
-            )
-            .header(ACCEPT, accept.join(", "))
-            .send()?;
+        let resp = self.send(repo, || {
+            self.http
+                .get(format!("{}/v2/{repo}/manifests/{reference}", self.base))
+                .header(ACCEPT, accept.join(", "))
+        })?;
         let resp = Self::check(
             resp,
             &format!("get manifest {repo}:{reference}"),
@@ -183,12 +255,10 @@ impl RegistryClient {
 
     /// GETs a blob and checks its digest.
     pub fn get_blob(&self, repo: &str, digest: &Digest) -> Result<Vec<u8>> {
-        let resp = self
-            .auth(
-                self.http
-                    .get(format!("{}/v2/{repo}/blobs/{digest}", self.base)),
-            )
-            .send()?;
+        let resp = self.send(repo, || {
+            self.http
+                .get(format!("{}/v2/{repo}/blobs/{digest}", self.base))
+        })?;
         let bytes = Self::check(resp, &format!("get blob {digest}"), &[StatusCode::OK])?
             .bytes()?
             .to_vec();

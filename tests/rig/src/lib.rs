@@ -1,16 +1,21 @@
-//! skiff's test rig: a real local registry, images built in Rust and pushed through the
+//! skiff's test rig: a real local registry (plain, basic auth, token auth, TLS, behind a
+//! fault-injecting proxy), images built in Rust and pushed through the
 //! registry API, and the busybox fixture. Used by the tests and benches of every crate.
 
 pub mod busybox;
 pub mod client;
 pub mod entry;
+pub mod fault_proxy;
 pub mod image;
 pub mod registry;
 pub mod rootless;
 pub mod synth;
 pub mod tls;
+pub mod token;
 
 pub use client::RegistryClient;
 pub use entry::{Entry, Kind};
+pub use fault_proxy::{Fault, FaultProxy, RequestLog};
 pub use image::{Compression, Format, Image, ImageBuilder, Index, Platform};
 pub use registry::{Registry, RegistryOptions};
+pub use token::{TokenAuth, TokenServer};

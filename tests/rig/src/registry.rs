@@ -1,5 +1,6 @@
 //! A real registry: Debian's `docker-registry` (the reference distribution server) on a free
-//! 127.0.0.1 port, with temporary storage, optional htpasswd basic auth and optional TLS.
+//! 127.0.0.1 port, with temporary storage, optional htpasswd basic auth or token auth (with a
+//! [`TokenServer`] run by the test) and optional TLS.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -11,6 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::client::RegistryClient;
 use crate::tls::TestPki;
+use crate::token::{ISSUER, SERVICE, TokenAuth, TokenServer};
 
 /// How to start a [`Registry`].
 #[derive(Debug, Clone, Default)]
@@ -19,6 +21,8 @@ pub struct RegistryOptions {
     pub basic_auth: Option<(String, String)>,
     /// Serve HTTPS with a certificate from a freshly generated CA.
     pub tls: bool,
+    /// Require bearer tokens from a [`TokenServer`] started with the registry.
+    pub token_auth: Option<TokenAuth>,
     /// Listen on this port instead of a free one.
     pub port: Option<u16>,
     /// Keep storage here instead of a temporary directory.
@@ -34,6 +38,7 @@ pub struct Registry {
     pki: Option<TestPki>,
     ca_file: Option<PathBuf>,
     basic_auth: Option<(String, String)>,
+    token: Option<TokenServer>,
     log: PathBuf,
 }
 
@@ -125,6 +130,22 @@ impl Registry {
                 htpasswd.display()
             );
         }
+        let mut token = None;
+        if let Some(auth) = &options.token_auth {
+            if options.basic_auth.is_some() {
+                bail!("basic_auth and token_auth are exclusive");
+            }
+            let server = TokenServer::start(auth.clone())?;
+            let bundle = dir.path().join("token-signer.crt");
+            fs::write(&bundle, server.cert_pem())?;
+            config += &format!(
+                "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    \
+                 rootcertbundle: {}\n",
+                server.realm(),
+                bundle.display()
+            );
+            token = Some(server);
+        }
         let config_path = dir.path().join("config.yml");
         fs::write(&config_path, config)?;
         let log = dir.path().join("registry.log");
@@ -162,6 +183,7 @@ impl Registry {
             pki,
             ca_file,
             basic_auth: options.basic_auth.clone(),
+            token,
             log,
         })
     }
@@ -192,11 +214,22 @@ impl Registry {
         self.ca_file.as_deref()
     }
 
-    /// The basic-auth user and password, when required.
+    /// The basic-auth user and password, or with token auth the first user's, when configured.
     pub fn credentials(&self) -> Option<(&str, &str)> {
         self.basic_auth
             .as_ref()
+            .or_else(|| self.token.as_ref().and_then(|t| t.auth().users.first()))
             .map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
+    /// The token endpoint (`http://127.0.0.1:PORT/token`), with token auth.
+    pub fn token_realm(&self) -> Option<String> {
+        self.token.as_ref().map(TokenServer::realm)
+    }
+
+    /// The token endpoint itself (request counts and log), with token auth.
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token.as_ref()
     }
 
     /// The registry's own log, for a failing test's message.
