@@ -345,9 +345,19 @@ impl RegistryClient {
                 service,
                 scope,
             } => {
-                let scope = scope.unwrap_or_else(|| format!("repository:{repository}:pull"));
+                // A login check (no repository) asks for no scope, as docker login does.
+                let scope = scope.or_else(|| {
+                    (!repository.is_empty()).then(|| format!("repository:{repository}:pull"))
+                });
                 let (token, expires_in) = self
-                    .fetch_token(ep, host, &realm, service.as_deref(), &scope, credential)
+                    .fetch_token(
+                        ep,
+                        host,
+                        &realm,
+                        service.as_deref(),
+                        scope.as_deref(),
+                        credential,
+                    )
                     .await?;
                 // Renew a little early so a token never expires mid-request.
                 let ttl =
@@ -370,14 +380,14 @@ impl RegistryClient {
         host: &str,
         realm: &str,
         service: Option<&str>,
-        scope: &str,
+        scope: Option<&str>,
         credential: Option<Credential>,
     ) -> Result<(String, u64), RegistryError> {
         let fail = |reason: String| RegistryError::Auth {
             registry: host.to_owned(),
             reason,
         };
-        let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
+        let mut query: Vec<(&str, &str)> = scope.map(|s| ("scope", s)).into_iter().collect();
         if let Some(s) = service {
             query.push(("service", s));
         }
@@ -387,8 +397,10 @@ impl RegistryClient {
                     ("grant_type", "refresh_token"),
                     ("refresh_token", refresh.as_str()),
                     ("client_id", "skiff"),
-                    ("scope", scope),
                 ];
+                if let Some(s) = scope {
+                    form.push(("scope", s));
+                }
                 if let Some(s) = service {
                     form.push(("service", s));
                 }
