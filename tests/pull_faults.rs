@@ -382,3 +382,66 @@ fn two_pulls_of_one_image_at_once_download_each_layer_once() {
         assert!(env.store().has_layer(&image.layers[i].diff_id));
     }
 }
+
+#[test]
+fn blob_redirects_to_another_host_drop_the_authorization_header() {
+    // The registry needs credentials; its blobs are "in object storage": another host that
+    // serves them without auth (a second registry holding the same blobs).
+    let private = Registry::start_with(RegistryOptions {
+        basic_auth: Some(("alice".into(), "pw".into())),
+        ..Default::default()
+    })
+    .unwrap();
+    let storage = Registry::start().unwrap();
+    let image = big_image(1 << 20, 7);
+    private
+        .client()
+        .unwrap()
+        .push_image("app/x", "1", &image)
+        .unwrap();
+    storage
+        .client()
+        .unwrap()
+        .push_image("app/x", "1", &image)
+        .unwrap();
+    let blob_host = FaultProxy::start(storage.addr(), vec![]).unwrap();
+    let front = FaultProxy::start(
+        private.addr(),
+        vec![Fault::Redirect {
+            path_contains: "/blobs/".into(),
+            location_base: format!("http://localhost:{}", blob_host.addr().port()),
+            times: 100,
+        }],
+    )
+    .unwrap();
+
+    let env = Env::new("retries = 2\n");
+    std::fs::write(
+        env.dir.path().join("auth.json"),
+        serde_json::json!({"auths": {front.host(): {"auth": "YWxpY2U6cHc="}}}).to_string(),
+    )
+    .unwrap();
+    assert_ok(&env.run(&["pull", "-q", &format!("{}/app/x:1", front.host())]));
+    assert!(env.store().has_layer(&image.layers[0].diff_id));
+
+    let redirected: Vec<_> = front
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 307)
+        .collect();
+    assert!(!redirected.is_empty());
+    assert!(
+        redirected.iter().all(|r| r.authorization),
+        "the registry itself gets the credentials"
+    );
+    let served: Vec<_> = blob_host
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .collect();
+    assert!(!served.is_empty());
+    assert!(
+        served.iter().all(|r| !r.authorization),
+        "credentials must not follow a redirect to another host: {served:?}"
+    );
+}

@@ -55,6 +55,16 @@ pub enum Fault {
         /// How many matching requests are faulted.
         times: usize,
     },
+    /// Answers `307 Temporary Redirect` to `location_base` + the request path, as a registry
+    /// sends blob downloads to object storage.
+    Redirect {
+        /// Substring of the request path (with query) to match.
+        path_contains: String,
+        /// Scheme and host to redirect to, e.g. `http://localhost:5001`.
+        location_base: String,
+        /// How many matching requests are faulted.
+        times: usize,
+    },
     /// Flips every bit of the body byte at `offset` (a tampered blob).
     Corrupt {
         /// Substring of the request path (with query) to match.
@@ -72,6 +82,7 @@ impl Fault {
             Fault::DropAfter { path_contains, .. }
             | Fault::Status { path_contains, .. }
             | Fault::Stall { path_contains, .. }
+            | Fault::Redirect { path_contains, .. }
             | Fault::Corrupt { path_contains, .. } => path_contains,
         }
     }
@@ -81,6 +92,7 @@ impl Fault {
             Fault::DropAfter { times, .. }
             | Fault::Status { times, .. }
             | Fault::Stall { times, .. }
+            | Fault::Redirect { times, .. }
             | Fault::Corrupt { times, .. } => *times,
         }
     }
@@ -90,6 +102,7 @@ impl Fault {
             Fault::DropAfter { .. } => "DropAfter",
             Fault::Status { .. } => "Status",
             Fault::Stall { .. } => "Stall",
+            Fault::Redirect { .. } => "Redirect",
             Fault::Corrupt { .. } => "Corrupt",
         }
     }
@@ -106,8 +119,10 @@ pub struct RequestLog {
     pub range: Option<String>,
     /// The status the proxy sent to the client (502 when the registry could not be reached).
     pub status: u16,
-    /// The fault applied (`DropAfter`, `Status`, `Stall`, `Corrupt`), if any.
+    /// The fault applied (`DropAfter`, `Status`, `Stall`, `Redirect`, `Corrupt`), if any.
     pub fault: Option<&'static str>,
+    /// Whether the request carried an `Authorization` header.
+    pub authorization: bool,
 }
 
 struct Shared {
@@ -397,6 +412,7 @@ fn log(
         range: head.get("range").map(str::to_owned),
         status,
         fault,
+        authorization: head.get("authorization").is_some(),
     });
 }
 
@@ -462,6 +478,15 @@ fn handle(
     fault: Option<Fault>,
 ) -> Result<bool> {
     let name = fault.as_ref().map(Fault::name);
+    if let Some(Fault::Redirect { location_base, .. }) = &fault {
+        log(shared, method, path, head, 307, name);
+        let response = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location_base}{path}\r\nContent-Length: 0\r\n\r\n"
+        );
+        writer.write_all(response.as_bytes())?;
+        writer.flush()?;
+        return Ok(true);
+    }
     if let Some(Fault::Status {
         status,
         retry_after,
