@@ -6,6 +6,7 @@
 mod confined;
 pub mod digest;
 pub mod extract;
+pub mod gc;
 pub mod layer_writer;
 pub mod lock;
 pub mod records;
@@ -14,6 +15,7 @@ mod sys;
 
 pub use digest::{Digest, DigestError};
 pub use extract::{ExtractError, ExtractOptions, ExtractStats, OverlayXattrs, Ownership};
+pub use gc::{Finding, GcOptions, GcReport, Kept, RunHold, VerifyReport};
 pub use layer_writer::Compression;
 pub use records::{ImageLayer, ImageRecord, LayerRecord, RefRecord};
 pub use store::{LayerOutcome, LayerSlot, LayerWriter, Store, StoreError};

@@ -91,7 +91,10 @@ pub enum StoreError {
     },
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         op,
         path: path.to_owned(),
@@ -163,7 +166,7 @@ impl Store {
         &self.options
     }
 
-    fn layer_base(&self, diff_id: &Digest) -> PathBuf {
+    pub(crate) fn layer_base(&self, diff_id: &Digest) -> PathBuf {
         self.root.join("layers/sha256").join(diff_id.hex())
     }
 
@@ -290,7 +293,7 @@ impl Store {
         list_digests(&self.root.join("blobs/sha256"), "")
     }
 
-    fn image_path(&self, manifest: &Digest) -> PathBuf {
+    pub(crate) fn image_path(&self, manifest: &Digest) -> PathBuf {
         self.root
             .join("images/sha256")
             .join(format!("{}.json", manifest.hex()))
@@ -584,7 +587,7 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn list_digests(dir: &Path, suffix: &str) -> Result<Vec<Digest>, StoreError> {
+pub(crate) fn list_digests(dir: &Path, suffix: &str) -> Result<Vec<Digest>, StoreError> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err("listing", dir))? {
         let entry = entry.map_err(io_err("listing", dir))?;
