@@ -523,3 +523,60 @@ fn bad_config_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn credential_helpers_from_docker_config_are_used() {
+    let registry = Registry::start_with(RegistryOptions {
+        basic_auth: Some(("helper-user".into(), "helper-pw".into())),
+        ..Default::default()
+    })
+    .unwrap();
+    let image = image_with(Format::Oci, &[&[Entry::file("h", "1")]]);
+    registry
+        .client()
+        .unwrap()
+        .push_image("via/helper", "1", &image)
+        .unwrap();
+    let host = registry.host();
+
+    let env = Env::new();
+    // A credential helper, as docker runs it: `docker-credential-NAME get`, server on stdin.
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-skifftest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\n[ \"$1\" = get ] && [ \"$server\" = {host} ] || exit 1\n\
+             echo '{{\"ServerURL\":\"{host}\",\"Username\":\"helper-user\",\"Secret\":\"helper-pw\"}}'\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        env.auth_file(),
+        format!(r#"{{"credHelpers": {{"{host}": "skifftest"}}}}"#),
+    )
+    .unwrap();
+
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = env
+        .cmd(&["pull", "-q", &format!("{host}/via/helper:1")])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        image.manifest.digest.to_string()
+    );
+}
