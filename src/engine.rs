@@ -46,6 +46,9 @@ pub enum EngineError {
     /// No such image in the store.
     #[error("no such image: {0} (see `skiff images`, or pull it first)")]
     ImageNotFound(String),
+    /// A container launch failed.
+    #[error(transparent)]
+    Run(#[from] Box<crate::launch::RunError>),
     /// The async runtime could not start.
     #[error("starting the I/O runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -179,7 +182,7 @@ impl Engine {
             .build()
             .map_err(EngineError::Runtime)?;
         let out = runtime.block_on(f);
-        runtime.shutdown_background();
+        runtime.shutdown_timeout(std::time::Duration::from_secs(10));
         Ok(out)
     }
 
@@ -336,6 +339,69 @@ impl Engine {
     /// Checks the store for corrupt and orphaned entries.
     pub fn verify(&self) -> Result<VerifyReport, EngineError> {
         self.store()?.verify().map_err(|e| self.store_err(e))
+    }
+
+    /// Runs a command in an image, pulling it first as `pull` says; returns the payload's exit
+    /// code. Call it from a single-threaded process, once (rootless, it enters a user namespace).
+    pub fn run(
+        &self,
+        image: &str,
+        options: &crate::spec::RunOptions,
+        pull: crate::launch::PullPolicy,
+        progress: ProgressMode,
+    ) -> Result<crate::launch::RunOutcome, EngineError> {
+        use crate::launch::{self, PullPolicy, Timings};
+        let mut timings = Timings::new();
+        let store = self.store()?;
+        // Before a rootless run enters its user namespace: the dead runs' payloads are killable
+        // only from here.
+        if let Err(err) = launch::sweep_dead_runs(&store, self.rootless) {
+            tracing::warn!(%err, "sweeping dead runs");
+        }
+        let reference = Reference::parse(image);
+        let local = match (pull, &reference) {
+            (PullPolicy::Always, Ok(_)) => None,
+            (_, Ok(r)) => match self.local_image(r)? {
+                Some(record) => Some(record),
+                None => self.find_image(image).ok(),
+            },
+            (_, Err(_)) => self.find_image(image).ok(),
+        };
+        timings.mark("resolve");
+        let record = match (local, pull) {
+            (Some(record), _) => record,
+            (None, PullPolicy::Never) => return Err(EngineError::ImageNotFound(image.into())),
+            (None, _) => {
+                let reference = reference?;
+                if pull == PullPolicy::Missing {
+                    eprintln!("Unable to find image '{}' locally", reference.familiar());
+                }
+                let options = PullOptions {
+                    platform: None,
+                    max_concurrent: None,
+                };
+                self.pull(&reference, &options, progress)?;
+                self.local_image(&reference)?
+                    .ok_or_else(|| EngineError::ImageNotFound(image.into()))?
+            }
+        };
+        timings.mark("pull");
+        let bytes = store
+            .blob(&record.config)
+            .map_err(|e| self.store_err(e))?
+            .ok_or_else(|| {
+                EngineError::ImageNotFound(format!("{image} (its config blob is missing)"))
+            })?;
+        let config: crate::registry::manifest::ImageConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| {
+                self.store_err(StoreError::Corrupt {
+                    path: store.blob_path(&record.config),
+                    reason: e.to_string(),
+                })
+            })?;
+        let run_config = config.config.unwrap_or_default();
+        launch::run(&store, &record, &run_config, options, self.rootless, timings)
+            .map_err(|e| EngineError::Run(Box::new(e)))
     }
 
     /// Checks credentials against the registry, then saves them; returns the file written.

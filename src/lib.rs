@@ -6,11 +6,15 @@
 pub mod cli;
 pub mod engine;
 pub mod host;
+pub mod launch;
 pub mod progress;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod spec;
 
 pub use engine::{Engine, EngineError, EngineOptions};
+pub use launch::{PullPolicy, RunError, RunOutcome};
+pub use spec::RunOptions;
 pub use reference::{Reference, ReferenceError};
 pub use rootfs_cache::Digest;

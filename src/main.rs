@@ -33,9 +33,10 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
+    // libcontainer warns about every cgroup v1 controller the host lacks: errors only.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,libcontainer=error,libcgroups=error",
+        1 => "info,libcontainer=warn,libcgroups=warn",
         2 => "debug",
         _ => "trace",
     };

@@ -5,6 +5,7 @@ mod images;
 mod info;
 mod login;
 mod pull;
+mod run;
 
 use std::path::PathBuf;
 
@@ -23,8 +24,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides
-    #[arg(short, long, global = true, action = ArgAction::Count)]
+    /// More log output (-v info, -vv debug, -vvv trace), before the subcommand (`run -v` is a
+    /// volume); RUST_LOG overrides
+    #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
 
     /// What to do.
@@ -35,6 +37,8 @@ pub struct Cli {
 /// skiff's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a command in a new container from an image (pulled first if missing)
+    Run(run::RunArgs),
     /// Pull an image from a registry into the store
     Pull(pull::PullArgs),
     /// List images in the store
@@ -64,6 +68,7 @@ impl Cli {
             ..Default::default()
         })?;
         match self.command {
+            Command::Run(args) => run::run(&engine, &args),
             Command::Pull(args) => pull::run(&engine, &args),
             Command::Images(args) => images::list(&engine, &args),
             Command::Inspect(args) => images::inspect(&engine, &args),

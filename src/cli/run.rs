@@ -1,0 +1,142 @@
+//! `skiff run`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use crate::progress::ProgressMode;
+use crate::spec::{Network, RunOptions, Volume};
+use crate::{Engine, PullPolicy};
+
+/// `--pull` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PullArg {
+    /// Pull only when the store lacks the image.
+    Missing,
+    /// Always pull first.
+    Always,
+    /// Never pull.
+    Never,
+}
+
+/// `--network` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum NetworkArg {
+    /// The host's network.
+    Host,
+    /// No network (loopback only).
+    None,
+}
+
+/// Arguments of `skiff run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits (always done; accepted for docker compatibility)
+    #[arg(long)]
+    rm: bool,
+    /// Keep stdin open
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    tty: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to take it from this environment)
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a file (one KEY=VALUE or KEY a line)
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container (created if missing)
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// User: name|uid[:group|gid]
+    #[arg(short, long, value_name = "USER")]
+    user: Option<String>,
+    /// Bind-mount a host path: HOST:CONTAINER[:ro|rw]
+    #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    volume: Vec<String>,
+    /// Mount a tmpfs: /path[:options]
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    tmpfs: Vec<String>,
+    /// Mount the root filesystem read-only
+    #[arg(long)]
+    read_only: bool,
+    /// Container hostname
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// Network: host (default) or none
+    #[arg(long, value_enum, default_value = "host")]
+    network: NetworkArg,
+    /// Add a capability (or ALL)
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a capability (or ALL)
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Override the image's entrypoint ("" clears it); resets its Cmd
+    #[arg(long, value_name = "CMD")]
+    entrypoint: Option<String>,
+    /// When to pull the image
+    #[arg(long, value_enum, default_value = "missing")]
+    pull: PullArg,
+    /// Suppress the pull progress
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print the start-up phases with their durations to stderr
+    #[arg(long, env = "SKIFF_TIMINGS")]
+    timings: bool,
+    /// Image, then the command and its arguments
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [COMMAND [ARG...]]"
+    )]
+    args: Vec<String>,
+}
+
+/// Runs the command and returns its exit code.
+pub fn run(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
+    let (image, command) = args.args.split_first().context("an image is required")?;
+    let volumes = args
+        .volume
+        .iter()
+        .map(|v| Volume::parse(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = RunOptions {
+        command: command.to_vec(),
+        entrypoint: args.entrypoint.clone(),
+        env: args.env.clone(),
+        env_files: args.env_file.clone(),
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        volumes,
+        tmpfs: args.tmpfs.clone(),
+        read_only: args.read_only,
+        hostname: args.hostname.clone(),
+        network: match args.network {
+            NetworkArg::Host => Network::Host,
+            NetworkArg::None => Network::None,
+        },
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        interactive: args.interactive,
+        tty: args.tty,
+    };
+    let pull = match args.pull {
+        PullArg::Missing => PullPolicy::Missing,
+        PullArg::Always => PullPolicy::Always,
+        PullArg::Never => PullPolicy::Never,
+    };
+    let progress = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::Auto
+    };
+    let outcome = engine.run(image, &options, pull, progress)?;
+    if args.timings {
+        eprint!("{}", outcome.timings.report());
+    }
+    Ok(outcome.exit_code)
+}

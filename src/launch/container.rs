@@ -1,0 +1,253 @@
+//! libcontainer create/start/wait/delete, and the executor that replaces the container's init
+//! with the payload, exiting 126/127 as docker does when it cannot.
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::RunError;
+
+/// Exit code when the command cannot be invoked (docker's 126).
+pub const EXIT_CANNOT_INVOKE: i32 = 126;
+/// Exit code when the command is not found (docker's 127).
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// Directory in the run dir that holds libcontainer's state.
+pub(crate) const STATE: &str = "state";
+/// File in the run dir recording the init pid and its start time, for sweeping a dead run.
+pub(crate) const INIT_FILE: &str = "init";
+
+/// Runs the payload in place of the container's init: looks the command up in PATH, restores
+/// the signal mask skiff blocked, and exits 127/126 when exec fails.
+#[derive(Clone)]
+struct PayloadExecutor;
+
+fn fail(code: i32, message: &str) -> ! {
+    eprintln!("skiff: {message}");
+    // SAFETY: _exit ends this (cloned container init) process without running any destructors.
+    unsafe { libc::_exit(code) }
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+impl Executor for PayloadExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        let args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .filter(|a| !a.is_empty())
+            .ok_or(ExecutorError::InvalidArg)?;
+        let name = &args[0];
+        let path = if name.contains('/') {
+            PathBuf::from(name)
+        } else {
+            let search = std::env::var("PATH").unwrap_or_default();
+            let found = search
+                .split(':')
+                .map(|d| Path::new(if d.is_empty() { "." } else { d }).join(name))
+                .find(|p| is_executable_file(p));
+            match found {
+                Some(p) => p,
+                None => fail(
+                    EXIT_NOT_FOUND,
+                    &format!("exec: {name:?}: executable file not found in $PATH"),
+                ),
+            }
+        };
+        let Ok(cpath) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+            fail(EXIT_CANNOT_INVOKE, &format!("exec: {name:?}: invalid name"));
+        };
+        let Ok(argv) = args
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            fail(EXIT_CANNOT_INVOKE, "exec: an argument contains a NUL byte");
+        };
+        // skiff blocks the signals it forwards; the payload starts with none blocked.
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        let err = match nix::unistd::execv(&cpath, &argv) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        let code = if err == nix::errno::Errno::ENOENT {
+            EXIT_NOT_FOUND
+        } else {
+            EXIT_CANNOT_INVOKE
+        };
+        fail(code, &format!("exec: {:?}: {}", path.display(), err.desc()))
+    }
+
+    fn validate(&self, _spec: &Spec) -> Result<(), ExecutorValidationError> {
+        // Checked at exec time, where a failure becomes exit code 126 or 127.
+        Ok(())
+    }
+}
+
+/// stdio for the container init.
+#[derive(Debug, Default)]
+pub(crate) struct Stdio {
+    /// Replaces stdin (e.g. /dev/null without `-i`).
+    pub stdin: Option<OwnedFd>,
+    /// Console socket path for a TTY.
+    pub console_socket: Option<PathBuf>,
+}
+
+/// A created container; deleted (killed if needed, cgroup and state removed) on drop.
+pub(crate) struct Created {
+    container: Option<Container>,
+    pid: Pid,
+}
+
+impl std::fmt::Debug for Created {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Created").field("pid", &self.pid).finish()
+    }
+}
+
+/// Creates the container from `<bundle>/config.json` with its state under `<bundle>/state`.
+pub(crate) fn create(id: &str, bundle: &Path, stdio: Stdio) -> Result<Created, RunError> {
+    let state = bundle.join(STATE);
+    let lc = |e: libcontainer::error::LibcontainerError| RunError::Container(Box::new(e));
+    let mut builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_root_path(&state)
+        .map_err(lc)?
+        .with_executor(PayloadExecutor);
+    if let Some(stdin) = stdio.stdin {
+        builder = builder.with_stdin(stdin);
+    }
+    let tty = stdio.console_socket.is_some();
+    builder = builder.with_console_socket(stdio.console_socket);
+    let container = builder
+        .as_init(bundle)
+        .with_systemd(false)
+        // libcontainer wants "detached" to accept a console socket; the init stays our child.
+        .with_detach(tty)
+        .build()
+        .map_err(lc)?;
+    let pid = container
+        .pid()
+        .ok_or_else(|| RunError::Launch("the container has no init pid".into()))?;
+    // Recorded for a later sweep, should skiff be killed: pid and start time (pid reuse).
+    let record = bundle.join(INIT_FILE);
+    if let Some(start) = start_time(pid.as_raw()) {
+        let _ = std::fs::write(&record, format!("{} {start}\n", pid.as_raw()));
+    }
+    Ok(Created {
+        container: Some(container),
+        pid,
+    })
+}
+
+impl Created {
+    /// The init's pid (in skiff's pid namespace).
+    pub(crate) fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Starts the payload.
+    pub(crate) fn start(&mut self) -> Result<(), RunError> {
+        match &mut self.container {
+            Some(c) => c.start().map_err(|e| RunError::Container(Box::new(e))),
+            None => Err(RunError::Launch("container already deleted".into())),
+        }
+    }
+
+    /// Kills what is left, removes the cgroup and the state directory.
+    pub(crate) fn delete(&mut self) -> Result<(), RunError> {
+        if let Some(mut c) = self.container.take() {
+            c.delete(true)
+                .map_err(|e| RunError::Container(Box::new(e)))?;
+        }
+        // Reap the init if it was killed here.
+        let _ = waitpid(self.pid, Some(WaitPidFlag::WNOHANG));
+        Ok(())
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if let Err(err) = self.delete() {
+            tracing::warn!(%err, "deleting the container");
+        }
+    }
+}
+
+/// How the payload ended, as a shell reports it: its code, or 128+N after signal N.
+pub(crate) fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat: the process start time in clock ticks.
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Sweeps what a dead run left of its container: kills its processes (when the recorded init is
+/// still the same process), then lets libcontainer remove the cgroup and state.
+pub(crate) fn sweep(run: &Path, rootless: bool) {
+    if let Ok(record) = std::fs::read_to_string(run.join(INIT_FILE)) {
+        let mut f = record.split_whitespace();
+        if let (Some(Ok(pid)), Some(Ok(start))) = (
+            f.next().map(str::parse::<i32>),
+            f.next().map(str::parse::<u64>),
+        ) && start_time(pid) == Some(start)
+        {
+            tracing::info!(pid, run = %run.display(), "killing the payload of a dead run");
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            // The init is not our child: wait for it to go (its mounts go with it).
+            for _ in 0..200 {
+                if start_time(pid) != Some(start) || is_zombie(pid) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+    if rootless {
+        // No cgroup was created rootless, and the state goes with the run directory.
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(run.join(STATE)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        match Container::load(entry.path()) {
+            Ok(mut c) => {
+                if let Err(err) = c.delete(true) {
+                    tracing::warn!(%err, "removing a dead run's container");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "loading a dead run's container state"),
+        }
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, a)| a.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,391 @@
+//! Launching a container: rootfs assembly, libcontainer create/start/wait/delete, rootless id
+//! maps, stdio/TTY/signals, and cleanup of this run and of runs that died before cleaning up.
+//!
+//! Everything here runs on the calling thread of a single-threaded process: libcontainer clones
+//! the caller, which hangs now and then from a multi-threaded one (youki #2425, #3011, #3027).
+
+mod container;
+mod rootfs;
+mod rootless;
+mod stdio;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rootfs_cache::{ImageRecord, OverlayXattrs, Store, StoreError};
+
+use crate::registry::manifest::RunConfig;
+use crate::spec::{self, Network, RunOptions, SpecContext, SpecError};
+
+pub use container::{EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND};
+pub use rootless::IdMapping;
+pub use stdio::KILL_GRACE;
+
+/// Failures of a launch; skiff exits 125 on them (docker's "the engine failed").
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Sys {
+        /// What was being done.
+        op: &'static str,
+        /// The errno.
+        #[source]
+        source: nix::Error,
+    },
+    /// The overlay mount failed.
+    #[error("mounting the overlay rootfs at {target} ({data}): {source}")]
+    Mount {
+        /// The mount point.
+        target: PathBuf,
+        /// The mount options.
+        data: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// libcontainer failed.
+    #[error("container runtime: {}", error_chain(.0.as_ref()))]
+    Container(#[source] Box<libcontainer::error::LibcontainerError>),
+    /// Any other launch failure.
+    #[error("{0}")]
+    Launch(String),
+    /// The run options or the image config are unusable.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Threads were still running where a launch must be single-threaded.
+    #[error("cannot launch from a multi-threaded process ({0} threads)")]
+    Threads(usize),
+    /// The user namespace cannot represent the requested user.
+    #[error(
+        "user {0} is not mapped in the rootless user namespace (give your user a range in \
+         /etc/subuid and /etc/subgid, with uidmap installed)"
+    )]
+    NotMapped(String),
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        source = e.source();
+    }
+    out
+}
+
+/// When `run` pulls the image (docker's `--pull`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Only when the store lacks it (a cached tag does no network at all).
+    #[default]
+    Missing,
+    /// Always ask the registry first.
+    Always,
+    /// Never; a missing image is an error.
+    Never,
+}
+
+/// Start-up phases and their durations, for `--timings`.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    last: Instant,
+    /// (phase, duration) in order.
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Timings {
+    /// Starts timing now.
+    pub fn new() -> Self {
+        Self {
+            last: Instant::now(),
+            phases: Vec::new(),
+        }
+    }
+
+    /// Ends a phase.
+    pub fn mark(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.phases.push((phase, now - self.last));
+        self.last = now;
+    }
+
+    /// One line per phase, and the total.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        for (phase, d) in &self.phases {
+            out.push_str(&format!("{phase:>8} {:>10.3} ms\n", d.as_secs_f64() * 1e3));
+        }
+        let total: Duration = self.phases.iter().map(|(_, d)| *d).sum();
+        out.push_str(&format!(
+            "{:>8} {:>10.3} ms\n",
+            "total",
+            total.as_secs_f64() * 1e3
+        ));
+        out
+    }
+}
+
+/// How `run` ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The payload's exit code (128+N after signal N; 126/127 when it could not be executed).
+    pub exit_code: i32,
+    /// Start-up phases.
+    pub timings: Timings,
+}
+
+/// Threads of this process, from /proc/self/status.
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Waits (briefly) for I/O threads of an earlier pull to be gone.
+fn wait_single_threaded() -> Result<(), RunError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = thread_count();
+        if n <= 1 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(RunError::Threads(n));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A unique run (and container) id.
+fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let mut id = String::from("skiff-");
+    for b in bytes {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id.push_str(&format!("{:x}", nanos ^ std::process::id()));
+    id
+}
+
+/// Unmounts whatever is left under the run directory when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        rootfs::unmount_under(&self.0);
+    }
+}
+
+/// Cleans up runs that died without cleaning up (skiff killed with SIGKILL): kills their
+/// payload, removes their cgroup and state, unmounts what they left, removes their directory.
+/// Rootless, call it before entering the user namespace.
+pub fn sweep_dead_runs(store: &Store, rootless: bool) -> Result<Vec<String>, RunError> {
+    let runs = store.root().join("runs");
+    let Ok(entries) = std::fs::read_dir(&runs) else {
+        return Ok(Vec::new());
+    };
+    let mut dead = false;
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(Some(_lock)) = rootfs_cache::lock::FileLock::try_exclusive(&dir.join("lock")) else {
+            continue;
+        };
+        dead = true;
+        container::sweep(&dir, rootless);
+        if !rootless {
+            rootfs::unmount_under(&dir);
+        }
+    }
+    if !dead {
+        return Ok(Vec::new());
+    }
+    Ok(store.sweep_runs()?)
+}
+
+/// Runs `options` in `image` (its config `config`) from the store; returns the exit code.
+///
+/// The process must be single-threaded (no runtime of an earlier pull left running); rootless,
+/// it enters a user namespace it cannot leave, so call this once per process.
+pub fn run(
+    store: &Store,
+    image: &ImageRecord,
+    config: &RunConfig,
+    options: &RunOptions,
+    rootless: bool,
+    mut timings: Timings,
+) -> Result<RunOutcome, RunError> {
+    wait_single_threaded()?;
+    let signals = stdio::Signals::block()?;
+    let mapping = if rootless {
+        Some(rootless::enter()?)
+    } else {
+        rootless::private_mounts()?;
+        None
+    };
+    let id = new_id();
+    let diff_ids: Vec<_> = image.layers.iter().map(|l| l.diff_id).collect();
+    let hold = store.hold_run(&id, &diff_ids, &[image.manifest])?;
+    let run = hold.path().to_owned();
+    let mounted = Mounted(run.clone());
+    let lowers: Vec<PathBuf> = diff_ids.iter().rev().map(|d| store.layer_dir(d)).collect();
+    let mut userxattr = rootless;
+    for d in &diff_ids {
+        if let Some(layer) = store.layer(d)? {
+            userxattr |= layer.overlay_xattrs == OverlayXattrs::User;
+        }
+    }
+    rootfs::mount_overlay(&run, &lowers, userxattr)?;
+    timings.mark("mount");
+
+    let rootfs_dir = run.join(rootfs::ROOTFS);
+    let user_spec = options
+        .user
+        .clone()
+        .or_else(|| config.user.clone())
+        .unwrap_or_default();
+    let user = spec::resolve_user(
+        &user_spec,
+        &rootfs::read_in_root(&rootfs_dir, "/etc/passwd")?,
+        &rootfs::read_in_root(&rootfs_dir, "/etc/group")?,
+    )?;
+    if let Some(m) = mapping
+        && (!m.maps_uid(user.uid) || user.groups.iter().any(|g| !m.maps_gid(*g)))
+    {
+        return Err(RunError::NotMapped(user_spec));
+    }
+    let hostname = match (&options.hostname, options.network) {
+        (Some(h), _) => h.clone(),
+        (None, Network::Host) => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| id[6..18].to_owned()),
+        (None, Network::None) => id[6..18].to_owned(),
+    };
+    let argv = spec::command(config, options)?;
+    let env = spec::environment(config, options, &hostname, &user.home, &|k| {
+        std::env::var(k).ok()
+    })?;
+    let cwd = options
+        .workdir
+        .clone()
+        .or_else(|| config.working_dir.clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(SpecError::Invalid {
+            what: "working directory",
+            value: cwd,
+            reason: "the path must be absolute".into(),
+        }
+        .into());
+    }
+    if cwd != "/" {
+        rootfs::mkdir_in_root(&rootfs_dir, &cwd, user.uid, user.gid)?;
+    }
+    let etc_files = rootfs::write_etc_files(&run, &hostname, options.network == Network::Host)?;
+    let ctx = SpecContext {
+        rootfs: PathBuf::from(rootfs::ROOTFS),
+        etc_files,
+        hostname,
+        cgroups_path: format!("/skiff/{id}"),
+        rootless,
+        tty_gid_mapped: mapping.is_none_or(|m| m.maps_gid(5)),
+    };
+    let oci = spec::build(argv, env, &cwd, &user, options, &ctx)?;
+    let config_path = run.join("config.json");
+    oci.save(&config_path)
+        .map_err(|e| RunError::Launch(format!("writing {}: {e}", config_path.display())))?;
+    timings.mark("spec");
+
+    let mut stdio = container::Stdio::default();
+    if !options.interactive && !options.tty {
+        let null = std::fs::File::open("/dev/null").map_err(|source| RunError::Io {
+            op: "opening",
+            path: "/dev/null".into(),
+            source,
+        })?;
+        stdio.stdin = Some(null.into());
+    }
+    let console = if options.tty {
+        let path = run.join("console.sock");
+        let listener =
+            std::os::unix::net::UnixListener::bind(&path).map_err(|source| RunError::Io {
+                op: "binding the console socket",
+                path: path.clone(),
+                source,
+            })?;
+        stdio.console_socket = Some(path);
+        Some(listener)
+    } else {
+        None
+    };
+    let mut created = container::create(&id, &run, stdio)?;
+    let pty = match &console {
+        Some(listener) => {
+            let master = stdio::receive_pty(listener)?;
+            stdio::prepare_pty(&master);
+            Some(master)
+        }
+        None => None,
+    };
+    timings.mark("create");
+    if let Some(sig) = signals.pending_termination() {
+        // Interrupted during set-up: the payload never starts.
+        created.delete()?;
+        drop(created);
+        drop(mounted);
+        hold.release()?;
+        return Ok(RunOutcome {
+            exit_code: 128 + sig as i32,
+            timings,
+        });
+    }
+    created.start()?;
+    timings.mark("start");
+    let status = stdio::wait(created.pid(), &signals, pty, options.interactive)?;
+    let exit_code = container::exit_code(status)
+        .ok_or_else(|| RunError::Launch(format!("unexpected wait status {status:?}")))?;
+    timings.mark("exit");
+    created.delete()?;
+    drop(created);
+    drop(mounted);
+    hold.release()?;
+    drop(signals);
+    timings.mark("cleanup");
+    Ok(RunOutcome { exit_code, timings })
+}

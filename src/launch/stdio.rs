@@ -1,0 +1,290 @@
+//! The payload's process side: signals forwarded to it, a SIGKILL fallback, the TTY (pty master
+//! received over libcontainer's console socket, copied to and from the caller's terminal, window
+//! size kept in step), and waiting for it to exit.
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use nix::sys::termios::{self, SetArg, Termios};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::RunError;
+
+/// Grace period between a forwarded SIGINT/SIGTERM/SIGHUP and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// Signals skiff forwards to the payload.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+fn sys(op: &'static str) -> impl FnOnce(nix::Error) -> RunError {
+    move |e| RunError::Sys { op, source: e }
+}
+
+/// The signals skiff handles, blocked and read from a signalfd; the mask is restored on drop.
+#[derive(Debug)]
+pub(crate) struct Signals {
+    fd: SignalFd,
+    previous: SigSet,
+}
+
+impl Signals {
+    /// Blocks the forwarded signals, SIGWINCH and SIGCHLD (children inherit the mask; the
+    /// payload executor clears it before exec).
+    pub(crate) fn block() -> Result<Self, RunError> {
+        let mut mask = SigSet::empty();
+        for s in FORWARDED {
+            mask.add(s);
+        }
+        mask.add(Signal::SIGWINCH);
+        mask.add(Signal::SIGCHLD);
+        let mut previous = SigSet::empty();
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut previous))
+            .map_err(sys("blocking signals"))?;
+        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(sys("signalfd"))?;
+        Ok(Self { fd, previous })
+    }
+
+    /// A terminating signal already received (e.g. Ctrl-C during set-up), if any.
+    pub(crate) fn pending_termination(&self) -> Option<Signal> {
+        while let Ok(Some(info)) = self.fd.read_signal() {
+            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32)
+                && matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP)
+            {
+                return Some(sig);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.previous), None);
+    }
+}
+
+/// The caller's terminal in raw mode; restored on drop.
+struct RawMode {
+    saved: Termios,
+}
+
+impl RawMode {
+    fn enter() -> Option<Self> {
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd()).ok()?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
+        Some(Self { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// Receives the pty master that the container's init sends over the console socket.
+pub(crate) fn receive_pty(listener: &UnixListener) -> Result<OwnedFd, RunError> {
+    let (stream, _) = listener.accept().map_err(|source| RunError::Io {
+        op: "accepting the console socket",
+        path: Default::default(),
+        source,
+    })?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(sys("receiving the pty master"))?;
+    for cmsg in msg.cmsgs().map_err(sys("reading the pty master message"))? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: SCM_RIGHTS gave this process a new descriptor that nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    Err(RunError::Launch(
+        "the container sent no pty master on the console socket".into(),
+    ))
+}
+
+/// Copies the caller's window size to the pty.
+fn sync_window_size(master: BorrowedFd<'_>) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize into the struct we pass; stdin may not be a tty.
+    if unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0 {
+        // SAFETY: TIOCSWINSZ reads the winsize we pass on the pty master we own.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+}
+
+/// Prepares the pty before the payload starts: initial window size.
+pub(crate) fn prepare_pty(master: &OwnedFd) {
+    sync_window_size(master.as_fd());
+}
+
+fn read_fd(fd: RawFd, buf: &mut [u8]) -> Option<usize> {
+    match nix::unistd::read(fd, buf) {
+        Ok(0) => None,
+        Ok(n) => Some(n),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => Some(0),
+        Err(_) => None,
+    }
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) if n > 0 => data = &data[n..],
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Waits for the payload (pid `init`): forwards signals, kills it after the grace period or a
+/// second Ctrl-C, pumps the TTY; returns its wait status.
+pub(crate) fn wait(
+    init: Pid,
+    signals: &Signals,
+    pty: Option<OwnedFd>,
+    interactive: bool,
+) -> Result<WaitStatus, RunError> {
+    let _raw = pty.as_ref().and_then(|_| RawMode::enter());
+    let stdout = std::io::stdout();
+    let stdin = std::io::stdin();
+    let mut master_open = pty.is_some();
+    let mut stdin_open = pty.is_some() && interactive;
+    let mut deadline: Option<Instant> = None;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                if let Some(master) = &pty {
+                    drain(master.as_fd(), stdout.as_fd(), &mut buf);
+                }
+                return Ok(status);
+            }
+            Ok(_) => {}
+            Err(e) => return Err(sys("waiting for the payload")(e)),
+        }
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.as_millis().min(60_000) as u32 + 1)
+                    .unwrap_or(PollTimeout::NONE)
+            }
+        };
+        let mut fds = vec![PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
+        let master_idx = match (&pty, master_open) {
+            (Some(m), true) => {
+                fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+                Some(fds.len() - 1)
+            }
+            _ => None,
+        };
+        let stdin_idx = if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            Some(fds.len() - 1)
+        } else {
+            None
+        };
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(sys("poll")(e)),
+        }
+        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
+        let master_ready = master_idx.is_some_and(ready);
+        let stdin_ready = stdin_idx.is_some_and(ready);
+        drop(fds);
+        if let Some(d) = deadline
+            && Instant::now() >= d
+        {
+            tracing::info!("payload did not stop within the grace period: SIGKILL");
+            let _ = kill(init, Signal::SIGKILL);
+            deadline = None;
+        }
+        while let Ok(Some(info)) = signals.fd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            match sig {
+                Signal::SIGCHLD => {}
+                Signal::SIGWINCH => {
+                    if let Some(master) = &pty {
+                        sync_window_size(master.as_fd());
+                    }
+                }
+                Signal::SIGINT if deadline.is_some() => {
+                    // A second Ctrl-C: no more patience.
+                    let _ = kill(init, Signal::SIGKILL);
+                }
+                sig => {
+                    let _ = kill(init, sig);
+                    if matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP)
+                        && deadline.is_none()
+                    {
+                        deadline = Some(Instant::now() + KILL_GRACE);
+                    }
+                }
+            }
+        }
+        if let Some(master) = &pty {
+            if master_ready {
+                match read_fd(master.as_raw_fd(), &mut buf) {
+                    Some(n) => write_all(stdout.as_fd(), &buf[..n]),
+                    None => master_open = false,
+                }
+            }
+            if stdin_ready {
+                match read_fd(libc::STDIN_FILENO, &mut buf) {
+                    Some(n) => write_all(master.as_fd(), &buf[..n]),
+                    None => stdin_open = false,
+                }
+            }
+        }
+    }
+}
+
+/// Copies what is left in the pty after the payload exited.
+fn drain(master: BorrowedFd<'_>, out: BorrowedFd<'_>, buf: &mut [u8]) {
+    let _ = nix::fcntl::fcntl(
+        master.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    while let Some(n) = read_fd(master.as_raw_fd(), buf) {
+        if n == 0 {
+            break;
+        }
+        write_all(out, &buf[..n]);
+    }
+}
