@@ -184,6 +184,19 @@ pub async fn pull(
             media_type: d.media_type.clone(),
         })
         .collect();
+    // Hold the layers like a run does, so a concurrent gc cannot remove one that is
+    // committed before the image record that references it is written.
+    static PULLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = PULLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let hold_id = format!(
+        "pull-{}-{seq}-{}",
+        std::process::id(),
+        fetched.digest.short()
+    );
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
+    let hold = store
+        .hold_run(&hold_id, &diff_ids, &[fetched.digest])
+        .map_err(store_err)?;
     let (downloaded_layers, cached_layers, downloaded_bytes) = pull_layers(
         client, store, &hosts, reference, &manifest, &layers, options, progress,
     )
@@ -225,6 +238,7 @@ pub async fn pull(
             .set_ref(registry, repository, tag, &record)
             .map_err(store_err)?;
     }
+    hold.release().map_err(store_err)?;
     Ok(PullReport {
         manifest: fetched.digest,
         index: index.map(|i| i.digest),
