@@ -1,0 +1,715 @@
+//! `skiff run` end to end: real containers from the busybox fixture, pushed to a rig registry
+//! and pulled by the skiff binary; as root, and as the unprivileged test user.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use rootfs_cache::Store;
+use skiff_test_rig::{Compression, Format, Image, ImageBuilder, Registry, busybox};
+
+/// A private skiff environment with a registry holding the images a test pushes.
+struct Env {
+    dir: tempfile::TempDir,
+    registry: Option<Registry>,
+    mountinfo_before: Vec<String>,
+}
+
+fn mount_lines_mentioning(needle: &Path) -> Vec<String> {
+    let needle = needle.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Env {
+    /// A store, and a registry with the busybox fixture as `busybox:1`.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::start().unwrap();
+        let env = Self {
+            mountinfo_before: mount_lines_mentioning(dir.path()),
+            dir,
+            registry: Some(registry),
+        };
+        env.push(
+            "busybox",
+            "1",
+            &busybox::image(Format::Oci, Compression::Gzip).unwrap(),
+        );
+        std::fs::write(
+            env.dir.path().join("config.toml"),
+            "retries = 2\nstall_timeout_secs = 5\n",
+        )
+        .unwrap();
+        env
+    }
+
+    fn push(&self, repo: &str, tag: &str, image: &Image) {
+        self.registry
+            .as_ref()
+            .unwrap()
+            .client()
+            .unwrap()
+            .push_image(repo, tag, image)
+            .unwrap();
+    }
+
+    fn image(&self, repo_tag: &str) -> String {
+        format!("{}/{repo_tag}", self.registry.as_ref().unwrap().host())
+    }
+
+    fn busybox(&self) -> String {
+        self.image("busybox:1")
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        cmd.args(args)
+            .env("SKIFF_ROOT", self.root())
+            .env("SKIFF_CONFIG", self.dir.path().join("config.toml"))
+            .env("HOME", self.dir.path())
+            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
+            .env_remove("SKIFF_TIMINGS")
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn skiff(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// `skiff run ARGS`: (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        let out = self.skiff(&all);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, stdout, stderr) = self.run(args);
+        assert_eq!(code, 0, "skiff run {args:?}: {stdout}\n{stderr}");
+        self.assert_clean();
+        stdout
+    }
+
+    /// Runs `sh -c SCRIPT` in the busybox image with extra options first.
+    fn sh(&self, opts: &[&str], script: &str) -> String {
+        let image = self.busybox();
+        let mut args: Vec<&str> = opts.to_vec();
+        args.extend_from_slice(&[&image, "sh", "-c", script]);
+        self.ok(&args)
+    }
+
+    /// Nothing of finished runs is left: no mounts, no run directories.
+    fn assert_clean(&self) {
+        assert_eq!(
+            mount_lines_mentioning(self.dir.path()),
+            self.mountinfo_before,
+            "mounts left behind"
+        );
+        let runs: Vec<_> = std::fs::read_dir(self.root().join("runs"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(runs.is_empty(), "run directories left: {runs:?}");
+    }
+
+    fn store(&self) -> Store {
+        Store::open(self.root()).unwrap()
+    }
+}
+
+/// The cgroup directories a run could have left, by its id.
+fn cgroup_dirs(run_id: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let Ok(entries) = std::fs::read_dir(base) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let dir = e.path().join("skiff").join(run_id);
+            if dir.exists() {
+                out.push(dir);
+            }
+        }
+        let dir = Path::new(base).join("skiff").join(run_id);
+        if dir.exists() {
+            out.push(dir);
+        }
+    }
+    out
+}
+
+/// The run id in the payload's /proc/self/cgroup (`…/skiff/<id>`).
+fn run_id_from_cgroup(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.split_once("/skiff/"))
+        .map(|(_, id)| id.trim().to_owned())
+        .next()
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    let env = Env::new();
+    let img = env.busybox();
+    assert_eq!(env.run(&[&img, "/bin/true"]).0, 0);
+    env.assert_clean();
+    assert_eq!(env.run(&[&img, "sh", "-c", "exit 3"]).0, 3);
+    env.assert_clean();
+    // Killed by a signal: 128 + N.
+    killed_payload_exits_137(&env, "1003");
+    // Not executable: 126. Not found: 127.
+    let (code, _, stderr) = env.run(&[&img, "/etc/passwd"]);
+    assert_eq!(code, 126, "{stderr}");
+    env.assert_clean();
+    let (code, _, stderr) = env.run(&[&img, "no-such-command"]);
+    assert_eq!(code, 127, "{stderr}");
+    assert!(stderr.contains("not found"), "{stderr}");
+    let (code, _, _) = env.run(&[&img, "/no/such/path"]);
+    assert_eq!(code, 127);
+    env.assert_clean();
+    // skiff's own failures: 125.
+    assert_eq!(env.run(&["--no-such-flag", &img]).0, 125);
+    let (code, _, stderr) = env.run(&["--pull", "never", &env.image("missing:1"), "true"]);
+    assert_eq!(code, 125, "{stderr}");
+    assert!(stderr.contains("no such image"), "{stderr}");
+    let (code, _, _) = env.run(&[&env.image("missing:1"), "true"]);
+    assert_eq!(code, 125);
+    let (code, _, stderr) = env.run(&["-u", "nosuchuser", &img, "true"]);
+    assert_eq!(code, 125, "{stderr}");
+    env.assert_clean();
+}
+
+#[test]
+fn a_cached_image_runs_without_the_registry() {
+    let mut env = Env::new();
+    let img = env.busybox();
+    env.ok(&[&img, "true"]);
+    // The registry is gone: a cached tag still runs, and only --pull always needs it.
+    drop(env.registry.take());
+    env.ok(&[&img, "true"]);
+    env.ok(&["--pull", "never", &img, "true"]);
+    let (code, _, stderr) = env.run(&["--pull", "always", &img, "true"]);
+    assert_eq!(code, 125, "{stderr}");
+    env.assert_clean();
+}
+
+/// pid of the process whose command line is exactly `args`.
+fn pid_of(args: &[&str]) -> Option<i32> {
+    let want: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        (std::fs::read(e.path().join("cmdline")).ok()? == want).then_some(pid)
+    })
+}
+
+/// A payload killed with SIGKILL from outside makes skiff exit 137.
+fn killed_payload_exits_137(env: &Env, marker: &str) {
+    let (mut child, _stdout) = spawn_ready(env, &format!("echo ready; exec sleep {marker}"));
+    let pid = pid_of(&["sleep", marker]).expect("the payload runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+    env.assert_clean();
+}
+
+#[test]
+fn entrypoint_and_cmd_follow_docker_rules() {
+    let env = Env::new();
+    let image = ImageBuilder::new(Format::Oci)
+        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+        .unwrap()
+        .env(&[busybox::PATH])
+        .entrypoint(&["echo", "ep"])
+        .cmd(&["c1", "c2"])
+        .build()
+        .unwrap();
+    env.push("ep", "1", &image);
+    let img = env.image("ep:1");
+    assert_eq!(env.ok(&[&img]), "ep c1 c2\n");
+    assert_eq!(env.ok(&[&img, "a", "-b"]), "ep a -b\n");
+    // --entrypoint resets the image's Cmd.
+    assert_eq!(env.ok(&["--entrypoint", "echo", &img]), "\n");
+    assert_eq!(env.ok(&["--entrypoint", "echo", &img, "x"]), "x\n");
+    assert_eq!(env.ok(&["--entrypoint", "", &img, "echo", "y"]), "y\n");
+}
+
+#[test]
+fn environment_merges_image_file_and_flags() {
+    let env = Env::new();
+    let image = ImageBuilder::new(Format::Oci)
+        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+        .unwrap()
+        .env(&[busybox::PATH, "A=image", "B=image", "C=image"])
+        .build()
+        .unwrap();
+    env.push("env", "1", &image);
+    let file = env.dir.path().join("env.list");
+    std::fs::write(&file, "# comment\nB=file\nC=file\n\nFROM_FILE_HOST\n").unwrap();
+    let out = env
+        .cmd(&[
+            "run",
+            "--env-file",
+            file.to_str().unwrap(),
+            "-e",
+            "C=flag",
+            "-e",
+            "FROMHOST",
+            "-e",
+            "UNSET_ON_HOST",
+            &env.image("env:1"),
+            "env",
+        ])
+        .env("FROMHOST", "host value")
+        .env("FROM_FILE_HOST", "fh")
+        .env_remove("UNSET_ON_HOST")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let vars: Vec<&str> = stdout.lines().collect();
+    for expected in [
+        "A=image",
+        "B=file",
+        "C=flag",
+        "FROMHOST=host value",
+        "FROM_FILE_HOST=fh",
+        "HOME=/root",
+    ] {
+        assert!(vars.contains(&expected), "{expected} missing in {vars:?}");
+    }
+    assert!(!stdout.contains("UNSET_ON_HOST"), "{stdout}");
+    assert!(vars.iter().any(|v| v.starts_with("HOSTNAME=")));
+    env.assert_clean();
+}
+
+#[test]
+fn working_directory_from_image_or_flag_is_created() {
+    let env = Env::new();
+    let image = ImageBuilder::new(Format::Oci)
+        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+        .unwrap()
+        .env(&[busybox::PATH])
+        .working_dir("/srv/app")
+        .build()
+        .unwrap();
+    env.push("wd", "1", &image);
+    assert_eq!(env.ok(&[&env.image("wd:1"), "pwd"]), "/srv/app\n");
+    assert_eq!(env.ok(&["-w", "/a/b/c", &env.busybox(), "pwd"]), "/a/b/c\n");
+    assert_eq!(env.ok(&["-w", "/tmp", &env.busybox(), "pwd"]), "/tmp\n");
+}
+
+#[test]
+fn users_resolve_with_groups_and_home() {
+    let env = Env::new();
+    assert_eq!(
+        env.sh(&["-u", "user"], "id; echo $HOME"),
+        "uid=1000(user) gid=1000(user) groups=1000(user)\n/home/user\n"
+    );
+    assert_eq!(
+        env.sh(&["-u", "1000:0"], "id; echo $HOME"),
+        "uid=1000(user) gid=0(root) groups=0(root)\n/home/user\n"
+    );
+    assert_eq!(
+        env.sh(&["-u", "4242:65534"], "id -u; id -g; echo $HOME"),
+        "4242\n65534\n/\n"
+    );
+    let image = ImageBuilder::new(Format::Oci)
+        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+        .unwrap()
+        .env(&[busybox::PATH])
+        .user("user")
+        .build()
+        .unwrap();
+    env.push("user", "1", &image);
+    assert_eq!(env.ok(&[&env.image("user:1"), "id", "-u"]), "1000\n");
+    assert_eq!(
+        env.ok(&["-u", "root", &env.image("user:1"), "id", "-u"]),
+        "0\n"
+    );
+    // A non-root user starts without effective capabilities, as in docker.
+    assert!(
+        env.sh(&["-u", "user"], "grep CapEff /proc/self/status")
+            .contains("0000000000000000")
+    );
+}
+
+#[test]
+fn volumes_bind_read_only_and_read_write() {
+    let env = Env::new();
+    let host = env.dir.path().join("shared");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("in"), "from host").unwrap();
+    let rw = format!("{}:/data", host.display());
+    let ro = format!("{}:/data:ro", host.display());
+    assert_eq!(
+        env.sh(&["-v", &rw], "cat /data/in; echo hi > /data/out"),
+        "from host"
+    );
+    assert_eq!(std::fs::read_to_string(host.join("out")).unwrap(), "hi\n");
+    let (code, _, _) = env.run(&["-v", &ro, &env.busybox(), "sh", "-c", "echo x > /data/out2"]);
+    assert_ne!(code, 0);
+    assert!(!host.join("out2").exists());
+    env.assert_clean();
+}
+
+#[test]
+fn tmpfs_read_only_and_hostname() {
+    let env = Env::new();
+    let mounts = env.sh(
+        &["--tmpfs", "/scratch:size=1m"],
+        "grep ' /scratch ' /proc/mounts",
+    );
+    assert!(mounts.starts_with("tmpfs /scratch tmpfs"), "{mounts}");
+    let (code, _, _) = env.run(&["--read-only", &env.busybox(), "touch", "/x"]);
+    assert_ne!(code, 0);
+    env.assert_clean();
+    // A read-only root still has writable /tmp when a tmpfs is asked for.
+    env.sh(&["--read-only", "--tmpfs", "/tmp"], "touch /tmp/x");
+    let out = env.sh(
+        &["--hostname", "boxname"],
+        "hostname; cat /etc/hostname; grep boxname /etc/hosts; grep -c localhost /etc/hosts",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "boxname");
+    assert_eq!(lines[1], "boxname");
+    assert!(lines[2].contains("boxname"), "{out}");
+    let resolv = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_else(|_| "nameserver 127.0.0.1\n".into());
+    assert_eq!(env.sh(&[], "cat /etc/resolv.conf"), resolv);
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let env = Env::new();
+    assert_eq!(env.sh(&["--network", "none"], "ls /sys/class/net"), "lo\n");
+    let host: Vec<_> = std::fs::read_dir("/sys/class/net").unwrap().collect();
+    let inside = env.sh(&[], "ls /sys/class/net | wc -l");
+    assert_eq!(inside.trim(), host.len().to_string());
+}
+
+#[test]
+fn default_mounts_devices_and_masked_paths() {
+    let env = Env::new();
+    let mounts = env.sh(&[], "cat /proc/mounts");
+    for (what, target) in [
+        ("proc", "/proc"),
+        ("tmpfs", "/dev"),
+        ("devpts", "/dev/pts"),
+        ("tmpfs", "/dev/shm"),
+        ("mqueue", "/dev/mqueue"),
+        ("sysfs", "/sys"),
+        ("overlay", "/"),
+    ] {
+        assert!(
+            mounts
+                .lines()
+                .any(|l| l.split(' ').nth(1) == Some(target) && l.split(' ').nth(2) == Some(what)),
+            "{what} on {target} missing:\n{mounts}"
+        );
+    }
+    let devs = env.sh(
+        &[],
+        "for d in null zero full random urandom tty; do test -c /dev/$d && echo $d; done",
+    );
+    assert_eq!(devs, "null\nzero\nfull\nrandom\nurandom\ntty\n");
+    // Masked and read-only /proc paths.
+    assert_eq!(env.sh(&[], "cat /proc/kcore | wc -c"), "0\n");
+    let (code, _, _) = env.run(&[
+        &env.busybox(),
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/kernel/domainname",
+    ]);
+    assert_ne!(code, 0);
+    // Own pid namespace: the payload is pid 1.
+    assert_eq!(env.sh(&[], "echo $$"), "1\n");
+    env.assert_clean();
+}
+
+#[test]
+fn capabilities_default_add_and_drop() {
+    let env = Env::new();
+    let caps = |opts: &[&str]| -> u64 {
+        let out = env.sh(opts, "grep CapEff /proc/self/status");
+        u64::from_str_radix(out.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(caps(&[]), 0xa80425fb, "docker's default set");
+    assert_eq!(caps(&["--cap-drop", "ALL"]), 0);
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_KILL: u64 = 1 << 5;
+    let c = caps(&["--cap-add", "SYS_ADMIN", "--cap-drop", "kill"]);
+    assert_ne!(c & CAP_SYS_ADMIN, 0);
+    assert_eq!(c & CAP_KILL, 0);
+    assert_eq!(
+        env.sh(&[], "grep NoNewPrivs /proc/self/status"),
+        "NoNewPrivs:\t1\n"
+    );
+}
+
+/// Files in a layer directory: (path, size, mode).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            out.push((e.path(), m.size(), m.mode()));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn writes_do_not_reach_the_store_body() {
+    let env = Env::new();
+    env.ok(&[&env.busybox(), "true"]);
+    let store = env.store();
+    let image = store.images().unwrap().into_iter().next().unwrap();
+    let layer = store.layer_dir(&image.layers[0].diff_id);
+    let before = snapshot(&layer);
+    env.sh(
+        &[],
+        "touch /bin/x && echo changed > /etc/passwd && rm /bin/ls && mkdir /newdir",
+    );
+    assert_eq!(snapshot(&layer), before, "a run changed the cached layer");
+    // And the next run sees the image as it was.
+    assert_eq!(
+        env.sh(
+            &[],
+            "test -e /bin/x || test -e /newdir || echo pristine; test -e /bin/ls && echo ls"
+        ),
+        "pristine\nls\n"
+    );
+}
+
+#[test]
+fn writes_do_not_reach_the_store() {
+    writes_do_not_reach_the_store_body();
+}
+
+/// Starts `skiff run` with a payload that prints `ready` once set up; returns the child after
+/// the line arrived.
+fn spawn_ready(env: &Env, script: &str) -> (Child, BufReader<std::process::ChildStdout>) {
+    let img = env.busybox();
+    let mut child = env
+        .cmd(&["run", &img, "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    (child, stdout)
+}
+
+#[test]
+fn sigterm_is_forwarded_to_the_payload() {
+    let env = Env::new();
+    let (mut child, mut stdout) = spawn_ready(
+        &env,
+        "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(status.code(), Some(7));
+    env.assert_clean();
+}
+
+#[test]
+fn cleanup_leaves_no_cgroup_and_a_killed_skiff_is_swept() {
+    let env = Env::new();
+    let out = env.sh(&[], "cat /proc/self/cgroup");
+    let id = run_id_from_cgroup(&out).expect("the payload's cgroup names the run");
+    assert!(
+        cgroup_dirs(&id).is_empty(),
+        "cgroups left: {:?}",
+        cgroup_dirs(&id)
+    );
+
+    let (mut child, _stdout) = spawn_ready(
+        &env,
+        "cat /proc/self/cgroup >&2; echo ready; exec sleep 1000",
+    );
+    let runs: Vec<_> = std::fs::read_dir(env.root().join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let id = runs[0].clone();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The dead run is still there (nobody could clean up)…
+    assert!(env.root().join("runs").join(&id).exists());
+    let sleeper = find_process("sleep 1000", &id);
+    // …until the next skiff run sweeps it: payload killed, cgroups, mounts and directory gone.
+    env.ok(&[&env.busybox(), "true"]);
+    assert!(!env.root().join("runs").join(&id).exists());
+    assert!(
+        cgroup_dirs(&id).is_empty(),
+        "cgroups left: {:?}",
+        cgroup_dirs(&id)
+    );
+    if let Some(pid) = sleeper {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.contains(") Z"))
+                    .unwrap_or(true),
+            "the dead run's payload still runs"
+        );
+    }
+}
+
+/// The pid of a process whose cmdline is `cmdline` and whose cgroup names `run_id`.
+fn find_process(cmdline: &str, run_id: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        (cmd.trim() == cmdline && cg.contains(run_id)).then_some(pid)
+    })
+}
+
+#[test]
+fn timings_list_the_phases() {
+    let env = Env::new();
+    let out = env.skiff(&["run", "--timings", &env.busybox(), "true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for phase in [
+        "resolve", "pull", "mount", "spec", "create", "start", "exit", "cleanup",
+    ] {
+        assert!(stderr.contains(phase), "{phase} missing:\n{stderr}");
+    }
+}
+
+// Rootless: the same paths as the unprivileged test user.
+
+#[test]
+fn rootless_runs_and_cleans_up() {
+    if skiff_test_rig::rootless::delegate("rootless_runs_and_cleans_up") {
+        return;
+    }
+    let env = Env::new();
+    let img = env.busybox();
+    assert_eq!(env.run(&[&img, "true"]).0, 0);
+    env.assert_clean();
+    assert_eq!(env.run(&[&img, "sh", "-c", "exit 3"]).0, 3);
+    killed_payload_exits_137(&env, "1004");
+    assert_eq!(env.run(&[&img, "no-such-command"]).0, 127);
+    assert_eq!(env.run(&[&img, "/etc/passwd"]).0, 126);
+    env.assert_clean();
+    assert_eq!(env.sh(&[], "id -u"), "0\n");
+    assert_eq!(env.sh(&["--network", "none"], "ls /sys/class/net"), "lo\n");
+    assert_eq!(env.sh(&["--hostname", "rl"], "hostname"), "rl\n");
+    assert_eq!(env.sh(&["-w", "/x/y"], "pwd"), "/x/y\n");
+    let caps = env.sh(&[], "grep CapEff /proc/self/status");
+    assert!(caps.contains("a80425fb"), "{caps}");
+}
+
+#[test]
+fn rootless_writes_do_not_reach_the_store() {
+    if skiff_test_rig::rootless::delegate("rootless_writes_do_not_reach_the_store") {
+        return;
+    }
+    writes_do_not_reach_the_store_body();
+}
+
+#[test]
+fn rootless_other_users_with_a_subuid_range() {
+    if skiff_test_rig::rootless::delegate("rootless_other_users_with_a_subuid_range") {
+        return;
+    }
+    let env = Env::new();
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    let has_range = std::fs::read_to_string("/etc/subuid")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(&format!("{me}:")));
+    if !has_range {
+        eprintln!("no /etc/subuid range for {me}: only the caller is mapped");
+        return;
+    }
+    assert_eq!(
+        env.sh(
+            &["-u", "user"],
+            "id; echo $HOME; touch /tmp/mine && stat -c %u /tmp/mine"
+        ),
+        "uid=1000(user) gid=1000(user) groups=1000(user)\n/home/user\n1000\n"
+    );
+}
+
+#[test]
+fn rootless_sigterm_and_killed_skiff_sweep() {
+    if skiff_test_rig::rootless::delegate("rootless_sigterm_and_killed_skiff_sweep") {
+        return;
+    }
+    let env = Env::new();
+    let (mut child, mut stdout) = spawn_ready(
+        &env,
+        "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!((status.code(), rest.as_str()), (Some(7), "got TERM\n"));
+    env.assert_clean();
+
+    let (mut child, _stdout) = spawn_ready(&env, "echo ready; exec sleep 1001");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left: Vec<_> = std::fs::read_dir(env.root().join("runs"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(left.len(), 1);
+    env.ok(&[&env.busybox(), "true"]);
+    let sleeping = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| c == b"sleep\x001001\x00")
+            .unwrap_or(false)
+    });
+    assert!(!sleeping, "the killed run's payload survived the sweep");
+}
