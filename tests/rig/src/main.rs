@@ -4,6 +4,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use skiff_test_rig::{Compression, Format, RegistryClient, busybox};
 
+mod layers_from_dirs;
+
 /// Local registry and demo images for skiff's README, tests and benches.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -49,6 +51,41 @@ enum Cmd {
         #[arg(long)]
         docker: bool,
     },
+    /// Record every path under DIR (inode, size, mode, owner, mtime, ctime) for diff-layer
+    Snapshot {
+        /// Root filesystem
+        dir: std::path::PathBuf,
+        /// Snapshot file to write
+        out: std::path::PathBuf,
+    },
+    /// Write what changed under DIR since a snapshot as a tar layer (with parent directories
+    /// and whiteouts); without --since, the whole tree
+    DiffLayer {
+        /// Root filesystem
+        dir: std::path::PathBuf,
+        /// Snapshot taken before the step (from `snapshot`)
+        #[arg(long)]
+        since: Option<std::path::PathBuf>,
+        /// Layer tar to write
+        out: std::path::PathBuf,
+    },
+    /// Gzip tar layers (cached as LAYER.gz) and push them as one OCI image REPO:TAG
+    PushLayers {
+        /// Registry URL
+        #[arg(long, default_value = "http://127.0.0.1:5000")]
+        registry: String,
+        /// Repository and tag
+        name: String,
+        /// Layer tars, bottom first
+        #[arg(long = "layer", required = true)]
+        layers: Vec<std::path::PathBuf>,
+        /// gzip level (6 is gzip's and docker's default)
+        #[arg(long, default_value_t = 6)]
+        level: u32,
+        /// config.Cmd of the image
+        #[arg(long, default_value = "bash")]
+        cmd: Vec<String>,
+    },
 }
 
 fn sidecar(blob: &std::path::Path) -> std::path::PathBuf {
@@ -59,10 +96,20 @@ fn sidecar(blob: &std::path::Path) -> std::path::PathBuf {
 
 fn main() -> Result<()> {
     match Args::parse().command {
-        Cmd::GenLayer { out, seed, files, tar } => {
-            let shape = skiff_test_rig::synth::LayerShape { seed, small_files: files, ..Default::default() };
+        Cmd::GenLayer {
+            out,
+            seed,
+            files,
+            tar,
+        } => {
+            let shape = skiff_test_rig::synth::LayerShape {
+                seed,
+                small_files: files,
+                ..Default::default()
+            };
             let raw = skiff_test_rig::entry::tar(&skiff_test_rig::synth::entries(shape))?;
-            let layer = skiff_test_rig::image::Layer::from_tar(&raw, Compression::Gzip, Format::Oci)?;
+            let layer =
+                skiff_test_rig::image::Layer::from_tar(&raw, Compression::Gzip, Format::Oci)?;
             std::fs::write(&out, &layer.blob.bytes)?;
             if let Some(tar) = tar {
                 std::fs::write(tar, &raw)?;
@@ -86,8 +133,11 @@ fn main() -> Result<()> {
                     .map(|blob| {
                         let store = &store;
                         s.spawn(move || -> Result<()> {
-                            let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(sidecar(blob))?)?;
-                            let field = |k: &str| meta[k].as_str().map(str::to_owned).context("bad sidecar");
+                            let meta: serde_json::Value =
+                                serde_json::from_slice(&std::fs::read(sidecar(blob))?)?;
+                            let field = |k: &str| {
+                                meta[k].as_str().map(str::to_owned).context("bad sidecar")
+                            };
                             let digest = rootfs_cache::Digest::parse(&field("digest")?)?;
                             let diff_id = rootfs_cache::Digest::parse(&field("diff_id")?)?;
                             let file = std::fs::File::open(blob)?;
@@ -97,11 +147,23 @@ fn main() -> Result<()> {
                     })
                     .collect();
                 for h in handles {
-                    h.join().map_err(|_| anyhow::anyhow!("unpack thread panicked"))??;
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("unpack thread panicked"))??;
                 }
                 Ok(())
             })
         }
+        Cmd::Snapshot { dir, out } => layers_from_dirs::snapshot(&dir, &out),
+        Cmd::DiffLayer { dir, since, out } => {
+            layers_from_dirs::diff_layer(&dir, since.as_deref(), &out)
+        }
+        Cmd::PushLayers {
+            registry,
+            name,
+            layers,
+            level,
+            cmd,
+        } => layers_from_dirs::push_layers(&registry, &name, &layers, level, &cmd),
         Cmd::PushBusybox {
             registry,
             name,
