@@ -60,7 +60,7 @@ pub enum PullError {
 }
 
 /// Options of one pull.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PullOptions {
     /// Platform to select from a multi-platform image (default: this host).
     pub platform: Option<Platform>,
