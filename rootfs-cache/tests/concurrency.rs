@@ -147,7 +147,11 @@ fn writer_killed_mid_extraction_leaves_only_tmp_garbage_that_the_next_writer_cle
     let deadline = Instant::now() + Duration::from_secs(60);
     let staged = loop {
         let tmp = root.join("tmp");
-        let staged = if tmp.is_dir() { dir_entries(&tmp) } else { Vec::new() };
+        let staged = if tmp.is_dir() {
+            dir_entries(&tmp)
+        } else {
+            Vec::new()
+        };
         if let Some(name) = staged.iter().find(|n| n.starts_with("layer-")) {
             let data = tmp.join(name).join("fs/data");
             if data.is_dir() && dir_entries(&data).len() >= 5 {
