@@ -18,7 +18,12 @@ pub struct LayerShape {
 impl Default for LayerShape {
     /// 30,000 small files and four 16 MiB files: roughly a language runtime's layer.
     fn default() -> Self {
-        Self { seed: 1, small_files: 30_000, large_files: 4, large_size: 16 << 20 }
+        Self {
+            seed: 1,
+            small_files: 30_000,
+            large_files: 4,
+            large_size: 16 << 20,
+        }
     }
 }
 
@@ -41,10 +46,18 @@ const WORDS: [&str; 16] = [
 /// The entries of a synthetic layer.
 pub fn entries(shape: LayerShape) -> Vec<Entry> {
     let mut rng = XorShift(shape.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let mut out = vec![Entry::dir("usr/"), Entry::dir("usr/lib/"), Entry::dir("usr/share/")];
+    let mut out = vec![
+        Entry::dir("usr/"),
+        Entry::dir("usr/lib/"),
+        Entry::dir("usr/share/"),
+    ];
     for i in 0..shape.small_files {
         if i % 100 == 0 {
-            out.push(Entry::dir(format!("usr/lib/pkg{}-{:04}/", shape.seed, i / 100)));
+            out.push(Entry::dir(format!(
+                "usr/lib/pkg{}-{:04}/",
+                shape.seed,
+                i / 100
+            )));
         }
         let len = 1024 + (rng.next() % 7168) as usize;
         let mut body = String::with_capacity(len + 16);
@@ -52,11 +65,16 @@ pub fn entries(shape: LayerShape) -> Vec<Entry> {
             body.push_str(WORDS[(rng.next() % 16) as usize]);
             body.push(if rng.next() % 8 == 0 { '\n' } else { ' ' });
         }
-        out.push(Entry::file(format!("usr/lib/pkg{}-{:04}/f{i:05}.py", shape.seed, i / 100), body));
+        out.push(Entry::file(
+            format!("usr/lib/pkg{}-{:04}/f{i:05}.py", shape.seed, i / 100),
+            body,
+        ));
     }
     for i in 0..shape.large_files {
         // Low-entropy bytes: compresses about 2:1, like binaries.
-        let body: Vec<u8> = (0..shape.large_size).map(|_| (rng.next() % 16) as u8 * 17).collect();
+        let body: Vec<u8> = (0..shape.large_size)
+            .map(|_| (rng.next() % 16) as u8 * 17)
+            .collect();
         out.push(Entry::file(format!("usr/share/blob{}-{i}.bin", shape.seed), body).mode(0o755));
     }
     out
