@@ -223,7 +223,15 @@ fn pid_of(args: &[&str]) -> Option<i32> {
 /// A payload killed with SIGKILL from outside makes skiff exit 137.
 fn killed_payload_exits_137(env: &Env, marker: &str) {
     let (mut child, _stdout) = spawn_ready(env, &format!("echo ready; exec sleep {marker}"));
-    let pid = pid_of(&["sleep", marker]).expect("the payload runs");
+    // "ready" comes just before the exec: wait for the sleep to be there.
+    let pid = (0..500)
+        .find_map(|_| {
+            pid_of(&["sleep", marker]).or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                None
+            })
+        })
+        .expect("the payload runs");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,

@@ -215,28 +215,39 @@ impl Drop for Mounted {
 
 /// Cleans up runs that died without cleaning up (skiff killed with SIGKILL): kills their
 /// payload, removes their cgroup and state, unmounts what they left, removes their directory.
-/// Rootless, call it before entering the user namespace.
+///
+/// Rootless, this only kills the payloads (possible only from outside their user namespace, so
+/// call it before [`run`]); [`run`] removes the directories from inside its own user namespace,
+/// where the files the payload left under other uids can be deleted.
 pub fn sweep_dead_runs(store: &Store, rootless: bool) -> Result<Vec<String>, RunError> {
-    let runs = store.root().join("runs");
-    let Ok(entries) = std::fs::read_dir(&runs) else {
-        return Ok(Vec::new());
-    };
-    let mut dead = false;
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        let Ok(Some(_lock)) = rootfs_cache::lock::FileLock::try_exclusive(&dir.join("lock")) else {
-            continue;
-        };
-        dead = true;
-        container::sweep(&dir, rootless);
+    let dead = dead_runs(store);
+    for dir in &dead {
+        container::sweep(dir, rootless);
         if !rootless {
-            rootfs::unmount_under(&dir);
+            rootfs::unmount_under(dir);
         }
     }
-    if !dead {
+    if dead.is_empty() || rootless {
         return Ok(Vec::new());
     }
     Ok(store.sweep_runs()?)
+}
+
+/// Run directories whose lock nobody holds.
+fn dead_runs(store: &Store) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(store.root().join("runs")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|dir| {
+            matches!(
+                rootfs_cache::lock::FileLock::try_exclusive(&dir.join("lock")),
+                Ok(Some(_))
+            )
+        })
+        .collect()
 }
 
 /// Runs `options` in `image` (its config `config`) from the store; returns the exit code.
@@ -254,7 +265,13 @@ pub fn run(
     wait_single_threaded()?;
     let signals = stdio::Signals::block()?;
     let mapping = if rootless {
-        Some(rootless::enter()?)
+        let mapping = rootless::enter()?;
+        if !dead_runs(store).is_empty()
+            && let Err(err) = store.sweep_runs()
+        {
+            tracing::warn!(%err, "removing dead runs");
+        }
+        Some(mapping)
     } else {
         rootless::private_mounts()?;
         None
