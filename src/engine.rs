@@ -354,8 +354,10 @@ impl Engine {
         let mut timings = Timings::new();
         let store = self.store()?;
         // Before a rootless run enters its user namespace: the dead runs' payloads are killable
-        // only from here.
-        if let Err(err) = launch::sweep_dead_runs(&store, self.rootless) {
+        // only from here (enter_user_namespace did it already when it ran first).
+        if !launch::in_user_namespace()
+            && let Err(err) = launch::sweep_dead_runs(&store, self.rootless)
+        {
             tracing::warn!(%err, "sweeping dead runs");
         }
         let reference = Reference::parse(image);
@@ -400,8 +402,31 @@ impl Engine {
                 })
             })?;
         let run_config = config.config.unwrap_or_default();
-        launch::run(&store, &record, &run_config, options, self.rootless, timings)
-            .map_err(|e| EngineError::Run(Box::new(e)))
+        launch::run(
+            &store,
+            &record,
+            &run_config,
+            options,
+            self.rootless,
+            timings,
+        )
+        .map_err(|e| EngineError::Run(Box::new(e)))
+    }
+
+    /// Rootless: enters the user namespace every store operation then runs in, so that layers
+    /// keep the image's owners (with an /etc/subuid range) and gc can remove them. Call it
+    /// before any thread starts; as root it does nothing.
+    pub fn enter_user_namespace(&self) -> Result<(), EngineError> {
+        if !self.rootless || crate::launch::in_user_namespace() {
+            return Ok(());
+        }
+        let store = self.store()?;
+        // Dead runs' payloads can only be killed from outside their user namespace.
+        if let Err(err) = crate::launch::sweep_dead_runs(&store, true) {
+            tracing::warn!(%err, "sweeping dead runs");
+        }
+        crate::launch::enter_user_namespace().map_err(|e| EngineError::Run(Box::new(e)))?;
+        Ok(())
     }
 
     /// Checks credentials against the registry, then saves them; returns the file written.

@@ -15,6 +15,6 @@ pub mod spec;
 
 pub use engine::{Engine, EngineError, EngineOptions};
 pub use launch::{PullPolicy, RunError, RunOutcome};
-pub use spec::RunOptions;
 pub use reference::{Reference, ReferenceError};
 pub use rootfs_cache::Digest;
+pub use spec::RunOptions;

@@ -39,7 +39,7 @@ fn engine_pulls_lists_inspects_removes_and_collects() {
 
     let images = engine.images().unwrap();
     assert_eq!(images.len(), 1);
-    assert_eq!(images[0].names, [name.clone()]);
+    assert_eq!(images[0].names, std::slice::from_ref(&name));
     assert_eq!(
         engine
             .find_image(&image.config.digest.short())

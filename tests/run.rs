@@ -682,6 +682,27 @@ fn rootless_other_users_with_a_subuid_range() {
         ),
         "uid=1000(user) gid=1000(user) groups=1000(user)\n/home/user\n1000\n"
     );
+    // The image gives /home/user to uid 1000: it keeps that owner inside, so the user can
+    // write its own home; the setgid/sticky modes and root-owned files stay as they were.
+    assert_eq!(
+        env.sh(
+            &["-u", "user"],
+            "stat -c '%u:%g %a' /home/user /tmp /etc/passwd; touch /home/user/mine && echo ok"
+        ),
+        "1000:1000 755\n0:0 1777\n0:0 644\nok\n"
+    );
+    // Layers hold files of other (subordinate) uids; rmi + gc still remove them.
+    assert!(env.skiff(&["rmi", &env.busybox()]).status.success());
+    let gc = env.skiff(&["gc"]);
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    let layers = std::fs::read_dir(env.root().join("layers/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(layers, 0, "gc removed the layer with subuid-owned files");
 }
 
 #[test]

@@ -67,6 +67,18 @@ impl Cli {
             config_path: self.config,
             ..Default::default()
         })?;
+        // Rootless, commands that write the store work inside skiff's user namespace, so that
+        // layers keep their owners and gc can remove them.
+        if matches!(
+            self.command,
+            Command::Run(_)
+                | Command::Pull(_)
+                | Command::Rmi(_)
+                | Command::Gc(_)
+                | Command::Verify(_)
+        ) {
+            engine.enter_user_namespace()?;
+        }
         match self.command {
             Command::Run(args) => run::run(&engine, &args),
             Command::Pull(args) => pull::run(&engine, &args),

@@ -233,6 +233,25 @@ pub fn sweep_dead_runs(store: &Store, rootless: bool) -> Result<Vec<String>, Run
     Ok(store.sweep_runs()?)
 }
 
+static USER_NAMESPACE: std::sync::OnceLock<rootless::IdMapping> = std::sync::OnceLock::new();
+
+/// Rootless: enters skiff's user, mount and cgroup namespaces, once per process (later calls
+/// return the same mapping). The process must be single-threaded. Inside, the caller is root
+/// and its /etc/subuid range is mapped, so layers are extracted with their real owners.
+pub fn enter_user_namespace() -> Result<rootless::IdMapping, RunError> {
+    if let Some(mapping) = USER_NAMESPACE.get() {
+        return Ok(*mapping);
+    }
+    let mapping = rootless::enter()?;
+    let _ = USER_NAMESPACE.set(mapping);
+    Ok(mapping)
+}
+
+/// Whether this process already entered its rootless user namespace.
+pub fn in_user_namespace() -> bool {
+    USER_NAMESPACE.get().is_some()
+}
+
 /// Run directories whose lock nobody holds.
 fn dead_runs(store: &Store) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(store.root().join("runs")) else {
@@ -265,7 +284,7 @@ pub fn run(
     wait_single_threaded()?;
     let signals = stdio::Signals::block()?;
     let mapping = if rootless {
-        let mapping = rootless::enter()?;
+        let mapping = enter_user_namespace()?;
         if !dead_runs(store).is_empty()
             && let Err(err) = store.sweep_runs()
         {

@@ -82,23 +82,41 @@ pub struct ExtractOptions {
 impl ExtractOptions {
     /// The right options for the current process: root keeps everything, otherwise rootless.
     pub fn for_current_user() -> Self {
+        let rootless = Self {
+            ownership: Ownership::Xattr,
+            overlay_xattrs: OverlayXattrs::User,
+            devices: false,
+            limits: Limits::default(),
+        };
         // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
-            Self {
+        if unsafe { libc::geteuid() } != 0 {
+            return rootless;
+        }
+        match std::fs::read_to_string("/proc/self/uid_map").map(|m| mapped_ids(&m)) {
+            // The initial user namespace: real root.
+            Ok(ids) if ids >= u64::from(u32::MAX) => Self {
                 ownership: Ownership::Chown,
                 overlay_xattrs: OverlayXattrs::Trusted,
                 devices: true,
                 limits: Limits::default(),
-            }
-        } else {
-            Self {
-                ownership: Ownership::Xattr,
-                overlay_xattrs: OverlayXattrs::User,
-                devices: false,
-                limits: Limits::default(),
-            }
+            },
+            // Root of a user namespace with a subordinate id range: real chown works for the
+            // mapped ids, trusted.* xattrs and device nodes do not.
+            Ok(ids) if ids > 1 => Self {
+                ownership: Ownership::Chown,
+                ..rootless
+            },
+            _ => rootless,
         }
     }
+}
+
+/// How many ids a uid_map maps.
+fn mapped_ids(uid_map: &str) -> u64 {
+    uid_map
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// What an extraction wrote.
@@ -558,7 +576,13 @@ impl Extractor {
     fn own(&mut self, fd: BorrowedFd<'_>, meta: &Meta) -> io::Result<()> {
         let (uid, gid) = (id32(meta.uid), id32(meta.gid));
         match self.options.ownership {
-            Ownership::Chown => sys::fchown(fd, uid, gid),
+            Ownership::Chown => match sys::fchown(fd, uid, gid) {
+                // An id outside a user namespace's mapping: keep it the rootless way.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    sys::fsetxattr(fd, c"user.rootlesscontainers", &rootless_owner(uid, gid))
+                }
+                other => other,
+            },
             Ownership::Xattr if uid == 0 && gid == 0 => Ok(()),
             Ownership::Xattr => {
                 sys::fsetxattr(fd, c"user.rootlesscontainers", &rootless_owner(uid, gid))
@@ -586,7 +610,11 @@ impl Extractor {
         chmod: bool,
     ) -> io::Result<()> {
         if self.options.ownership == Ownership::Chown {
-            sys::lchownat(dir, name, id32(meta.uid), id32(meta.gid))?;
+            match sys::lchownat(dir, name, id32(meta.uid), id32(meta.gid)) {
+                // Unmapped in this user namespace: the node stays root's.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                other => other?,
+            }
         }
         if chmod {
             sys::fchmodat(dir, name, meta.mode & 0o7777)?;
