@@ -365,7 +365,7 @@ async fn pull_layer(
     media_type: &str,
     bar: &crate::progress::LayerProgress,
 ) -> Result<Option<u64>, LayerError> {
-    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
     let (start_tx, start_rx) = oneshot::channel::<bool>();
     let (digest, diff_id, media) = (layer.digest, layer.diff_id, media_type.to_owned());
     let writer = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {

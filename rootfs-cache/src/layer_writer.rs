@@ -119,30 +119,34 @@ const CHANNEL_DEPTH: usize = 8;
 pub(crate) fn spawn_decoder<R: Read + Send + 'static>(
     source: R,
     compression: Compression,
-) -> (
+) -> io::Result<(
     ChannelReader,
     std::thread::JoinHandle<Result<StreamDigests, StreamError>>,
-) {
+)> {
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHANNEL_DEPTH);
+    // Consumed chunks go back to the decoder: a steady stream allocates nothing, which keeps
+    // the allocator from piling up freed buffers across threads (peak RSS of a pull).
+    let (back_tx, back_rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH + 2);
     let handle = std::thread::Builder::new()
         .name("layer-decode".into())
-        .spawn(move || decode(source, compression, &tx))
-        .expect("spawning a thread");
-    (
+        .spawn(move || decode(source, compression, &tx, &back_rx))?;
+    Ok((
         ChannelReader {
             rx,
+            back: back_tx,
             current: Vec::new(),
             pos: 0,
             done: false,
         },
         handle,
-    )
+    ))
 }
 
 fn decode<R: Read>(
     source: R,
     compression: Compression,
     tx: &mpsc::SyncSender<io::Result<Vec<u8>>>,
+    recycled: &mpsc::Receiver<Vec<u8>>,
 ) -> Result<StreamDigests, StreamError> {
     let mut compressed = BufReader::with_capacity(CHUNK, HashingReader::new(source));
     let head = compressed.fill_buf()?;
@@ -168,7 +172,8 @@ fn decode<R: Read>(
     };
     let mut tar = HashingReader::new(decompressed);
     loop {
-        let mut chunk = vec![0u8; CHUNK];
+        let mut chunk = recycled.try_recv().unwrap_or_default();
+        chunk.resize(CHUNK, 0);
         let mut filled = 0;
         while filled < CHUNK {
             match tar.read(&mut chunk[filled..]) {
@@ -203,6 +208,7 @@ fn decode<R: Read>(
 /// The extraction side of the channel.
 pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    back: mpsc::SyncSender<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
     done: bool,
@@ -216,7 +222,10 @@ impl Read for ChannelReader {
             }
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.current = chunk;
+                    let used = std::mem::replace(&mut self.current, chunk);
+                    if used.capacity() > 0 {
+                        let _ = self.back.try_send(used);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),

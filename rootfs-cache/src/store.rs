@@ -485,7 +485,11 @@ impl LayerWriter<'_> {
         source: R,
     ) -> Result<LayerRecord, StoreError> {
         let store = self.store;
-        let (mut reader, decoder) = layer_writer::spawn_decoder(source, compression);
+        let (mut reader, decoder) =
+            layer_writer::spawn_decoder(source, compression).map_err(|e| StoreError::Stream {
+                layer: *digest,
+                source: e.into(),
+            })?;
         let extracted = extract::extract(&mut reader, &staging.join("fs"), &store.options);
         let drained = if extracted.is_ok() {
             reader.drain()
