@@ -2,83 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-use rootfs_cache::Store;
+use common::Env;
 use skiff_test_rig::{
     Compression, Entry, Format, Image, ImageBuilder, Index, Platform, Registry, RegistryOptions,
     busybox,
 };
-
-/// A private skiff environment: store, config, HOME and auth file in a temp dir.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        let env = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        // Fast failure in tests: two attempts, short stall timeout.
-        env.config("retries = 2\nstall_timeout_secs = 2\n");
-        env
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn auth_file(&self) -> PathBuf {
-        self.dir.path().join("auth.json")
-    }
-
-    fn config(&self, toml: &str) {
-        std::fs::write(self.dir.path().join("config.toml"), toml).unwrap();
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
-        cmd.args(args)
-            .env("SKIFF_ROOT", self.root())
-            .env("SKIFF_CONFIG", self.dir.path().join("config.toml"))
-            .env("HOME", self.dir.path())
-            .env("REGISTRY_AUTH_FILE", self.auth_file())
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("DOCKER_CONFIG")
-            .env_remove("RUST_LOG");
-        cmd
-    }
-
-    fn skiff(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.skiff(args);
-        assert!(
-            out.status.success(),
-            "skiff {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs skiff expecting failure with exit 125; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.skiff(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(125), "skiff {args:?}: {stderr}");
-        stderr
-    }
-
-    fn store(&self) -> Store {
-        Store::open(self.root()).unwrap()
-    }
-}
 
 fn pull_q(env: &Env, name: &str) -> String {
     env.ok(&["pull", "-q", name]).trim().to_owned()
@@ -269,22 +199,7 @@ fn basic_auth_needs_login_and_login_checks_the_password() {
         "{err}"
     );
 
-    let login = |password: &str| {
-        let mut child = env
-            .cmd(&["login", "-u", "alice", "--password-stdin", &host])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{password}\n").as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let login = |password: &str| env.login("alice", &host, password);
     let bad = login("wrong");
     assert_eq!(bad.status.code(), Some(125));
     assert!(

@@ -3,54 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod common;
+
 use std::time::Duration;
 
-use rootfs_cache::Store;
+use common::Env;
 use skiff_test_rig::{
     Compression, Entry, Fault, FaultProxy, Format, Image, ImageBuilder, Registry, RegistryOptions,
     TokenAuth, busybox,
 };
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new(config: &str) -> Self {
-        let env = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        std::fs::write(env.dir.path().join("config.toml"), config).unwrap();
-        env
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
-        cmd.args(args)
-            .env("SKIFF_ROOT", self.root())
-            .env("SKIFF_CONFIG", self.dir.path().join("config.toml"))
-            .env("HOME", self.dir.path())
-            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("DOCKER_CONFIG");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn store(&self) -> Store {
-        Store::open(self.root()).unwrap()
-    }
-}
+use std::process::{Output, Stdio};
 
 fn assert_ok(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -109,8 +71,8 @@ fn a_download_broken_mid_blob_resumes_with_a_range_request() {
         }],
     )
     .unwrap();
-    let env = Env::new("retries = 3\n");
-    assert_ok(&env.run(&["pull", "-q", &format!("{}/big/app:1", proxy.host())]));
+    let env = Env::with_config("retries = 3\n");
+    assert_ok(&env.skiff(&["pull", "-q", &format!("{}/big/app:1", proxy.host())]));
     let gets = blob_gets(&proxy, &image, 0);
     assert_eq!(gets.len(), 2, "{gets:?}");
     assert_eq!(gets[0], None);
@@ -146,8 +108,8 @@ fn a_stalled_download_times_out_and_resumes() {
         }],
     )
     .unwrap();
-    let env = Env::new("retries = 3\nstall_timeout_secs = 1\n");
-    let stderr = assert_ok(&env.run(&["pull", &format!("{}/big/app:1", proxy.host())]));
+    let env = Env::with_config("retries = 3\nstall_timeout_secs = 1\n");
+    let stderr = assert_ok(&env.skiff(&["pull", &format!("{}/big/app:1", proxy.host())]));
     let gets = blob_gets(&proxy, &image, 0);
     assert_eq!(gets.len(), 2, "{gets:?}\n{stderr}");
     assert!(
@@ -184,8 +146,8 @@ fn rate_limits_are_retried_after_the_delay_the_registry_asks() {
         ],
     )
     .unwrap();
-    let env = Env::new("retries = 4\n");
-    assert_ok(&env.run(&["pull", "-q", &format!("{}/lib/busybox:1", proxy.host())]));
+    let env = Env::with_config("retries = 4\n");
+    assert_ok(&env.skiff(&["pull", "-q", &format!("{}/lib/busybox:1", proxy.host())]));
     let statuses: Vec<u16> = proxy
         .requests()
         .iter()
@@ -207,8 +169,8 @@ fn rate_limits_are_retried_after_the_delay_the_registry_asks() {
         }],
     )
     .unwrap();
-    let env = Env::new("retries = 2\n");
-    let out = env.run(&["pull", &format!("{}/lib/busybox:1", proxy.host())]);
+    let env = Env::with_config("retries = 2\n");
+    let out = env.skiff(&["pull", &format!("{}/lib/busybox:1", proxy.host())]);
     assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -237,8 +199,8 @@ fn tampered_bytes_and_endless_drops_commit_nothing() {
         }],
     )
     .unwrap();
-    let env = Env::new("retries = 2\n");
-    let out = env.run(&["pull", &format!("{}/big/app:1", proxy.host())]);
+    let env = Env::with_config("retries = 2\n");
+    let out = env.skiff(&["pull", &format!("{}/big/app:1", proxy.host())]);
     assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -257,8 +219,8 @@ fn tampered_bytes_and_endless_drops_commit_nothing() {
         }],
     )
     .unwrap();
-    let env = Env::new("retries = 2\n");
-    let out = env.run(&["pull", &format!("{}/big/app:1", proxy.host())]);
+    let env = Env::with_config("retries = 2\n");
+    let out = env.skiff(&["pull", &format!("{}/big/app:1", proxy.host())]);
     assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -290,8 +252,8 @@ fn token_auth_registries_work_anonymously_and_after_login() {
         .unwrap()
         .push_image("lib/busybox", "1", &image)
         .unwrap();
-    let env = Env::new("retries = 2\n");
-    assert_ok(&env.run(&["pull", "-q", &format!("{}/lib/busybox:1", public.host())]));
+    let env = Env::with_config("retries = 2\n");
+    assert_ok(&env.skiff(&["pull", "-q", &format!("{}/lib/busybox:1", public.host())]));
     let token_requests = public.token_server().unwrap().token_requests();
     assert!(
         token_requests <= 4,
@@ -312,8 +274,8 @@ fn token_auth_registries_work_anonymously_and_after_login() {
         .push_image("team/busybox", "1", &image)
         .unwrap();
     let name = format!("{}/team/busybox:1", private.host());
-    let env = Env::new("retries = 2\n");
-    let out = env.run(&["pull", &name]);
+    let env = Env::with_config("retries = 2\n");
+    let out = env.skiff(&["pull", &name]);
     assert_eq!(out.status.code(), Some(125));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("skiff login"),
@@ -321,25 +283,10 @@ fn token_auth_registries_work_anonymously_and_after_login() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let login = |pw: &str| {
-        let mut child = env
-            .cmd(&["login", "-u", "bob", "--password-stdin", &private.host()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(pw.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let login = |pw: &str| env.login("bob", &private.host(), pw);
     assert_eq!(login("wrong").status.code(), Some(125));
     assert_ok(&login("pw"));
-    assert_ok(&env.run(&["pull", "-q", &name]));
+    assert_ok(&env.skiff(&["pull", "-q", &name]));
     assert!(env.store().has_layer(&image.layers[0].diff_id));
 }
 
@@ -359,7 +306,7 @@ fn two_pulls_of_one_image_at_once_download_each_layer_once() {
         .push_image("shared/app", "1", &image)
         .unwrap();
     let proxy = FaultProxy::start(registry.addr(), vec![]).unwrap();
-    let env = Env::new("retries = 2\n");
+    let env = Env::with_config("retries = 2\n");
     let name = format!("{}/shared/app:1", proxy.host());
     let children: Vec<_> = (0..2)
         .map(|_| {
@@ -415,13 +362,13 @@ fn blob_redirects_to_another_host_drop_the_authorization_header() {
     )
     .unwrap();
 
-    let env = Env::new("retries = 2\n");
+    let env = Env::with_config("retries = 2\n");
     std::fs::write(
         env.dir.path().join("auth.json"),
         serde_json::json!({"auths": {front.host(): {"auth": "YWxpY2U6cHc="}}}).to_string(),
     )
     .unwrap();
-    assert_ok(&env.run(&["pull", "-q", &format!("{}/app/x:1", front.host())]));
+    assert_ok(&env.skiff(&["pull", "-q", &format!("{}/app/x:1", front.host())]));
     assert!(env.store().has_layer(&image.layers[0].diff_id));
 
     let redirected: Vec<_> = front

@@ -1,0 +1,101 @@
+//! Shared by the integration tests that drive the `skiff` binary: a private environment with
+//! its own store, config, HOME and auth file.
+
+#![allow(dead_code)] // each test crate uses a different part of it
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use rootfs_cache::Store;
+
+/// A private skiff environment: store, config, HOME and auth file in a temp dir.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// Fast failure in tests: two attempts, short stall timeout.
+    pub fn new() -> Self {
+        Self::with_config("retries = 2\nstall_timeout_secs = 2\n")
+    }
+
+    /// An environment with this skiff config file.
+    pub fn with_config(toml: &str) -> Self {
+        let env = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        env.config(toml);
+        env
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn auth_file(&self) -> PathBuf {
+        self.dir.path().join("auth.json")
+    }
+
+    pub fn config(&self, toml: &str) {
+        std::fs::write(self.dir.path().join("config.toml"), toml).unwrap();
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        cmd.args(args)
+            .env("SKIFF_ROOT", self.root())
+            .env("SKIFF_CONFIG", self.dir.path().join("config.toml"))
+            .env("HOME", self.dir.path())
+            .env("REGISTRY_AUTH_FILE", self.auth_file())
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    pub fn skiff(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs skiff expecting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.skiff(args);
+        assert!(
+            out.status.success(),
+            "skiff {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs skiff expecting failure with exit 125; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.skiff(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(125), "skiff {args:?}: {stderr}");
+        stderr
+    }
+
+    pub fn store(&self) -> Store {
+        Store::open(self.root()).unwrap()
+    }
+
+    /// `skiff login -u USER --password-stdin HOST` with `password` on stdin.
+    pub fn login(&self, user: &str, host: &str, password: &str) -> Output {
+        let mut child = self
+            .cmd(&["login", "-u", user, "--password-stdin", host])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        (&stdin)
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+}
