@@ -3,12 +3,14 @@
 #  - Debian packages: the reference registry server, a static busybox for the fixture image,
 #    newuidmap/newgidmap for rootless runs, libseccomp for libcontainer, e2fsprogs for bench stores;
 #  - a Rust toolchain, through rustup, only when cargo is missing;
-#  - an unprivileged test user with /etc/subuid and /etc/subgid ranges for rootless tests.
+#  - an unprivileged test user with /etc/subuid and /etc/subgid ranges for rootless tests;
+#  - a Debian bookworm minbase root filesystem as a tar (debootstrap, once), which the tests turn
+#    into a Debian-based image of their own.
 set -euo pipefail
 
 TEST_USER=${SKIFF_TEST_USER:-skiff-test}
 PACKAGES=(docker-registry busybox-static uidmap libseccomp-dev pkg-config gcc e2fsprogs
-          ca-certificates curl util-linux passwd)
+          ca-certificates curl util-linux passwd debootstrap)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh: run as root (it installs Debian packages and creates the user $TEST_USER)" >&2
@@ -40,4 +42,21 @@ for f in /etc/subuid /etc/subgid; do
   touch "$f"
   grep -q "^$TEST_USER:" "$f" || echo "$TEST_USER:$start:65536" >>"$f"
 done
+DEBIAN_TAR=${SKIFF_TEST_DEBIAN_TAR:-/var/cache/skiff-test/debian-bookworm-minbase.tar}
+if [ ! -s "$DEBIAN_TAR" ]; then
+  mirror=$(grep -rhoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+           | head -n1 | tr -d ' ' || true)
+  mirror=${mirror:-http://deb.debian.org/debian}
+  echo "setup.sh: debootstrap --variant=minbase bookworm from $mirror (once, for the Debian test image)"
+  mkdir -p "$(dirname "$DEBIAN_TAR")"
+  work=$(mktemp -d /var/tmp/skiff-debian.XXXXXX)
+  debootstrap --variant=minbase bookworm "$work/root" "$mirror" >"$work/debootstrap.log" 2>&1 \
+    || { tail -20 "$work/debootstrap.log" >&2; rm -rf "$work"; exit 1; }
+  rm -f "$work/root/var/cache/apt/archives/"*.deb
+  rm -rf "$work/root/var/lib/apt/lists/"*
+  tar --numeric-owner -C "$work/root" --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
+    -cf "$DEBIAN_TAR.tmp" .
+  mv "$DEBIAN_TAR.tmp" "$DEBIAN_TAR"
+  rm -rf "$work"
+fi
 echo "setup.sh: ready (test user $TEST_USER, uid $uid)"

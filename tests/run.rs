@@ -17,6 +17,12 @@ struct Env {
     mountinfo_before: Vec<String>,
 }
 
+/// As root: re-runs test `name` as the unprivileged test user with a copy of skiff it can run.
+fn delegate(name: &str) -> bool {
+    let bin = skiff_test_rig::rootless::share_binary(Path::new(env!("CARGO_BIN_EXE_skiff")));
+    skiff_test_rig::rootless::delegate_with_env(name, &[("SKIFF_TEST_SKIFF_BIN", bin.as_os_str())])
+}
+
 fn mount_lines_mentioning(needle: &Path) -> Vec<String> {
     let needle = needle.to_string_lossy().into_owned();
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -73,7 +79,11 @@ impl Env {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        let mut cmd = Command::new(
+            std::env::var_os("SKIFF_TEST_SKIFF_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_skiff"))),
+        );
         cmd.args(args)
             .env("SKIFF_ROOT", self.root())
             .env("SKIFF_CONFIG", self.dir.path().join("config.toml"))
@@ -629,7 +639,7 @@ fn timings_list_the_phases() {
 
 #[test]
 fn rootless_runs_and_cleans_up() {
-    if skiff_test_rig::rootless::delegate("rootless_runs_and_cleans_up") {
+    if delegate("rootless_runs_and_cleans_up") {
         return;
     }
     let env = Env::new();
@@ -651,7 +661,7 @@ fn rootless_runs_and_cleans_up() {
 
 #[test]
 fn rootless_writes_do_not_reach_the_store() {
-    if skiff_test_rig::rootless::delegate("rootless_writes_do_not_reach_the_store") {
+    if delegate("rootless_writes_do_not_reach_the_store") {
         return;
     }
     writes_do_not_reach_the_store_body();
@@ -659,7 +669,7 @@ fn rootless_writes_do_not_reach_the_store() {
 
 #[test]
 fn rootless_other_users_with_a_subuid_range() {
-    if skiff_test_rig::rootless::delegate("rootless_other_users_with_a_subuid_range") {
+    if delegate("rootless_other_users_with_a_subuid_range") {
         return;
     }
     let env = Env::new();
@@ -707,7 +717,7 @@ fn rootless_other_users_with_a_subuid_range() {
 
 #[test]
 fn rootless_sigterm_and_killed_skiff_sweep() {
-    if skiff_test_rig::rootless::delegate("rootless_sigterm_and_killed_skiff_sweep") {
+    if delegate("rootless_sigterm_and_killed_skiff_sweep") {
         return;
     }
     let env = Env::new();

@@ -9,6 +9,25 @@ use std::process::{Command, Output, Stdio};
 
 use rootfs_cache::Store;
 
+/// The skiff binary: the build's, or (in a test re-run as the unprivileged user) a copy that
+/// user can execute.
+pub fn skiff_bin() -> PathBuf {
+    std::env::var_os("SKIFF_TEST_SKIFF_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_skiff")))
+}
+
+/// As root: re-runs test `name` as the unprivileged test user (with a copy of skiff it can
+/// run) and returns true; unprivileged: returns false and the caller runs the body.
+pub fn delegate(name: &str) -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    let bin =
+        skiff_test_rig::rootless::share_binary(std::path::Path::new(env!("CARGO_BIN_EXE_skiff")));
+    skiff_test_rig::rootless::delegate_with_env(name, &[("SKIFF_TEST_SKIFF_BIN", bin.as_os_str())])
+}
+
 /// A private skiff environment: store, config, HOME and auth file in a temp dir.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -42,7 +61,7 @@ impl Env {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        let mut cmd = Command::new(skiff_bin());
         cmd.args(args)
             .env("SKIFF_ROOT", self.root())
             .env("SKIFF_CONFIG", self.dir.path().join("config.toml"))

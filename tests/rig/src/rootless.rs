@@ -30,30 +30,49 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// A copy of the running test binary that the test user can execute (the build tree may sit
-/// under a directory only root can enter).
-fn shared_copy() -> PathBuf {
-    static COPY: OnceLock<PathBuf> = OnceLock::new();
-    COPY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current test binary");
+/// A directory the test user can enter, for copies of binaries from the build tree (which may
+/// sit under a directory only root can enter).
+fn shared_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
         let dir = tempfile::Builder::new()
             .prefix("skiff-rootless-")
             .tempdir()
-            .expect("temp dir for the test binary")
+            .expect("temp dir for test binaries")
             .keep();
-        let copy = dir.join(exe.file_name().expect("binary name"));
-        std::fs::copy(&exe, &copy).expect("copying the test binary");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        copy
+        dir
     })
     .clone()
+}
+
+/// Copies a binary where the test user can run it (once per process and name).
+pub fn share_binary(path: &std::path::Path) -> PathBuf {
+    let copy = shared_dir().join(path.file_name().expect("binary name"));
+    if !copy.exists() {
+        let tmp = copy.with_extension("tmp");
+        std::fs::copy(path, &tmp).expect("copying a binary for the test user");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&tmp, &copy).expect("placing the binary copy");
+    }
+    copy
+}
+
+fn shared_copy() -> PathBuf {
+    share_binary(&std::env::current_exe().expect("current test binary"))
 }
 
 /// As root: runs test `name` of this binary as the test user and panics unless it passed;
 /// returns true. Unprivileged: returns false, so the caller runs the body itself.
 pub fn delegate(name: &str) -> bool {
+    delegate_with_env(name, &[])
+}
+
+/// [`delegate`], passing extra environment variables to the test user's run (e.g. the path
+/// of a binary copied with [`share_binary`]).
+pub fn delegate_with_env(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> bool {
     if !is_root() {
         return false;
     }
@@ -66,6 +85,7 @@ pub fn delegate(name: &str) -> bool {
         .env("HOME", &home)
         .env("XDG_DATA_HOME", format!("{home}/.local/share"))
         .env("SKIFF_ROOTLESS_CHILD", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir("/tmp")
         .output()
         .unwrap_or_else(|e| panic!("runuser for test user {user}: {e} (run scripts/setup.sh)"));
