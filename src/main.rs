@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     match cli.run() {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXIT_ENGINE_FAILED)),
         Err(err) => {
-            eprintln!("skiff: {err:#}");
+            eprintln!("skiff: {}", error_message(&err));
             ExitCode::from(EXIT_ENGINE_FAILED)
         }
     }
@@ -46,4 +46,20 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+/// The error and its causes, each cause added only when the message does not already say it
+/// (library errors often quote their source), so nothing is printed twice.
+fn error_message(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+    }
+    message
 }

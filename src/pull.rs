@@ -143,6 +143,15 @@ pub async fn pull(
         }
     };
     let (fetched, manifest) = image;
+    if manifest.config.size > MAX_CONFIG_BYTES {
+        return Err(reg_err(RegistryError::TooLarge {
+            what: format!(
+                "image config {} ({} bytes)",
+                manifest.config.digest, manifest.config.size
+            ),
+            limit: MAX_CONFIG_BYTES,
+        }));
+    }
     let config_bytes = client
         .small_blob(
             &hosts,

@@ -495,3 +495,31 @@ fn credential_helpers_from_docker_config_are_used() {
         image.manifest.digest.to_string()
     );
 }
+
+#[test]
+fn oversized_configs_are_refused_before_anything_is_stored() {
+    let registry = Registry::start().unwrap();
+    // 33 MiB of labels: over the 32 MiB limit on image configs.
+    let image = ImageBuilder::new(Format::Oci)
+        .layer(&[Entry::file("a", "b")], Compression::Gzip)
+        .unwrap()
+        .config_field(
+            "Labels",
+            serde_json::json!({ "padding": "x".repeat(33 << 20) }),
+        )
+        .build()
+        .unwrap();
+    registry
+        .client()
+        .unwrap()
+        .push_image("huge/config", "1", &image)
+        .unwrap();
+    let env = Env::new();
+    let err = env.fails(&["pull", &format!("{}/huge/config:1", registry.host())]);
+    assert!(
+        err.contains("larger than") && err.contains("huge/config"),
+        "{err}"
+    );
+    assert!(env.store().layers().unwrap().is_empty());
+    assert!(env.store().blobs().unwrap().is_empty());
+}

@@ -732,7 +732,13 @@ impl RegistryClient {
                             continue;
                         }
                         offset += chunk.len() as u64;
-                        if offset > limit || size.is_some_and(|s| offset > s) {
+                        if offset > limit {
+                            return Err(RegistryError::TooLarge {
+                                what: format!("blob {digest}"),
+                                limit,
+                            });
+                        }
+                        if size.is_some_and(|s| offset > s) {
                             return Err(fail(format!(
                                 "more data than the {} bytes announced",
                                 size.unwrap_or(limit)
