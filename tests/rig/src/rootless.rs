@@ -49,6 +49,11 @@ fn shared_dir() -> PathBuf {
 
 /// Copies a binary where the test user can run it (once per process and name).
 pub fn share_binary(path: &std::path::Path) -> PathBuf {
+    // Test threads share the copies: one copies at a time.
+    static COPYING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = COPYING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let copy = shared_dir().join(path.file_name().expect("binary name"));
     if !copy.exists() {
         let tmp = copy.with_extension("tmp");
