@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -751,4 +751,60 @@ fn rootless_sigterm_and_killed_skiff_sweep() {
             .unwrap_or(false)
     });
     assert!(!sleeping, "the killed run's payload survived the sweep");
+}
+
+#[test]
+fn stdin_is_closed_unless_interactive() {
+    let env = Env::new();
+    let img = env.busybox();
+    env.ok(&[&img, "true"]); // pull first, so the next runs' output is the payload's alone
+    let run_with_stdin = |opts: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&[&img, "cat"]);
+        let mut child = env
+            .cmd(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        (&stdin).write_all(b"typed in\n").unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(run_with_stdin(&["-i"]), (Some(0), "typed in\n".to_owned()));
+    assert_eq!(run_with_stdin(&[]), (Some(0), String::new()));
+    env.assert_clean();
+}
+
+#[test]
+fn tty_gives_a_terminal_with_the_callers_window_size() {
+    let env = Env::new();
+    let img = env.busybox();
+    env.ok(&[&img, "true"]);
+    // `script` gives skiff a pseudo-terminal of its own, sized here to 37 rows x 111 columns.
+    let skiff = env.cmd(&[]).get_program().to_string_lossy().into_owned();
+    let inner = format!(
+        "stty rows 37 cols 111; {skiff} run --rm -t {img} sh -c 'tty; stty size; test -t 0 && echo stdin-is-tty; exit 4'"
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qefc", &inner, "/dev/null"]);
+    for (k, v) in env.cmd(&[]).get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("37 111"), "{text}");
+    assert!(text.contains("stdin-is-tty"), "{text}");
+    env.assert_clean();
 }
