@@ -56,7 +56,7 @@ fn pulls_oci_and_docker_images_and_shares_layers() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("1 layers downloaded") && stderr.contains("1 already present"),
+        stderr.contains("layers: 1 downloaded") && stderr.contains("1 already present"),
         "{stderr}"
     );
     assert!(stderr.contains("Already exists"), "{stderr}");

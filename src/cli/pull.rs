@@ -50,7 +50,7 @@ pub fn run(engine: &Engine, args: &PullArgs) -> anyhow::Result<i32> {
         println!("{}", report.manifest);
     } else {
         eprintln!(
-            "{} layers downloaded ({}), {} already present, in {:.2?}",
+            "layers: {} downloaded ({}), {} already present, in {:.2?}",
             report.downloaded_layers,
             super::human_size(report.downloaded_bytes),
             report.cached_layers,
