@@ -202,17 +202,7 @@ fn map_with_helper(
 
 /// Keeps mounts private to this namespace and mounts cgroup2 on /sys/fs/cgroup.
 fn setup_mounts() -> Result<(), RunError> {
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(|e| RunError::Sys {
-        op: "making / a slave mount",
-        source: e,
-    })?;
+    make_root_slave()?;
     nix::mount::mount(
         Some("cgroup2"),
         "/sys/fs/cgroup",
@@ -232,6 +222,11 @@ pub(crate) fn private_mounts() -> Result<(), RunError> {
         op: "unshare(mount)",
         source: e,
     })?;
+    make_root_slave()
+}
+
+/// Mounts made here stay here; the host's later mounts still show up.
+fn make_root_slave() -> Result<(), RunError> {
     nix::mount::mount(
         None::<&str>,
         "/",
