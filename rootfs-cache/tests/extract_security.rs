@@ -11,27 +11,9 @@ use std::path::{Path, PathBuf};
 
 use rootfs_cache::extract::{self, ExtractError, ExtractOptions, Limits, UnsafeName};
 use rootfs_cache::{LayerOutcome, Store, StoreError};
+use skiff_test_rig::as_root_and_rootless;
 use skiff_test_rig::image::Layer;
 use skiff_test_rig::{Compression, Entry, Format};
-
-/// A test body run twice: by the test process (root under `cargo test` as root) and, through
-/// the rig, as the unprivileged test user.
-macro_rules! as_root_and_rootless {
-    ($body:ident, $root:ident, $rootless:ident) => {
-        #[test]
-        fn $root() {
-            $body();
-        }
-
-        #[test]
-        fn $rootless() {
-            if skiff_test_rig::rootless::delegate(stringify!($rootless)) {
-                return;
-            }
-            $body();
-        }
-    };
-}
 
 /// Everything observable about a tree: type, mode, owner, size, times, inode, links, content,
 /// link target and xattr names of every path.

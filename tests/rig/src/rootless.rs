@@ -103,3 +103,23 @@ pub fn delegate_with_env(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> bool {
     );
     true
 }
+
+/// Defines two tests running `$body`: `$root` as the test process (root under `cargo test` as
+/// root) and `$rootless` re-run through [`delegate`] as the unprivileged test user.
+#[macro_export]
+macro_rules! as_root_and_rootless {
+    ($body:ident, $root:ident, $rootless:ident) => {
+        #[test]
+        fn $root() {
+            $body();
+        }
+
+        #[test]
+        fn $rootless() {
+            if $crate::rootless::delegate(stringify!($rootless)) {
+                return;
+            }
+            $body();
+        }
+    };
+}
