@@ -240,6 +240,36 @@ pub(crate) fn sweep(run: &Path, rootless: bool) {
             Err(err) => tracing::warn!(%err, "loading a dead run's container state"),
         }
     }
+    if let Some(id) = run.file_name().and_then(|n| n.to_str()) {
+        remove_leftover_cgroups(id);
+    }
+}
+
+/// Removes a dead run's cgroup directories that libcontainer's delete left (it gives up when a
+/// cgroup is still busy while the killed payload is being torn down).
+fn remove_leftover_cgroups(id: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut dirs: Vec<PathBuf> = hierarchies
+        .flatten()
+        .map(|h| h.path().join("skiff").join(id))
+        .collect();
+    dirs.push(Path::new("/sys/fs/cgroup/skiff").join(id));
+    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+        for _ in 0..400 {
+            match std::fs::remove_dir(&dir) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "removing a dead run's cgroup");
+                    break;
+                }
+                Ok(()) => break,
+            }
+        }
+    }
 }
 
 fn is_zombie(pid: i32) -> bool {
