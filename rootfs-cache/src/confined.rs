@@ -107,15 +107,16 @@ impl ConfinedRoot {
     }
 
     /// Resolves a (clean, relative) directory path inside the root, creating missing
-    /// components with mode 0755 as tar does for implicit parents.
-    pub fn parent_dir(&mut self, dir: &[u8]) -> io::Result<BorrowedFd<'_>> {
+    /// components with mode 0755 as tar does for implicit parents. Returns a new fd of the
+    /// (cached) directory, so callers may keep it while the cache moves on.
+    pub fn parent_dir(&mut self, dir: &[u8]) -> io::Result<OwnedFd> {
         let hit = matches!(&self.cached_parent, Some((p, _)) if p.as_slice() == dir);
         if !hit {
             let fd = self.resolve_dir(dir, true)?;
             self.cached_parent = Some((dir.to_vec(), fd));
         }
         match &self.cached_parent {
-            Some((_, fd)) => Ok(fd.as_fd()),
+            Some((_, fd)) => fd.try_clone(),
             None => Err(io::Error::other("parent cache empty")),
         }
     }

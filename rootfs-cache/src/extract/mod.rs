@@ -9,7 +9,7 @@ mod path;
 
 use std::ffi::CString;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use crate::confined::{ConfinedRoot, openat_nofollow};
@@ -305,7 +305,6 @@ impl Extractor {
                     .root
                     .parent_dir(name.parent())
                     .map_err(io("resolve parent"))?;
-                let parent = clone_fd(parent).map_err(io("resolve parent"))?;
                 self.create_replacing(parent.as_fd(), &base, false, |dir| {
                     sys::symlinkat(&target, dir, &base)
                 })
@@ -372,7 +371,7 @@ impl Extractor {
     fn make_dir(&mut self, name: &CleanName) -> io::Result<()> {
         let base =
             CString::new(name.base()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let parent = clone_fd(self.root.parent_dir(name.parent())?)?;
+        let parent = self.root.parent_dir(name.parent())?;
         // 0700 until finish_dirs applies the real mode, so that children can always be added.
         self.create_replacing(parent.as_fd(), &base, true, |dir| {
             sys::mkdirat(dir, &base, 0o700)
@@ -403,12 +402,10 @@ impl Extractor {
             });
         }
         let base = cstr(name.base(), raw)?;
-        let parent = clone_fd(
-            self.root
-                .parent_dir(name.parent())
-                .map_err(io("resolve parent"))?,
-        )
-        .map_err(io("resolve parent"))?;
+        let parent = self
+            .root
+            .parent_dir(name.parent())
+            .map_err(io("resolve parent"))?;
         let mut fd = None;
         self.create_replacing(parent.as_fd(), &base, false, |dir| {
             fd = Some(openat_nofollow(
@@ -458,12 +455,10 @@ impl Extractor {
             .map_err(|e| bad(format!("is not in this layer ({e})")))?;
         let target_base = cstr(target.base(), raw)?;
         let base = cstr(name.base(), raw)?;
-        let parent = clone_fd(
-            self.root
-                .parent_dir(name.parent())
-                .map_err(|e| bad(e.to_string()))?,
-        )
-        .map_err(|e| bad(e.to_string()))?;
+        let parent = self
+            .root
+            .parent_dir(name.parent())
+            .map_err(|e| bad(e.to_string()))?;
         self.create_replacing(parent.as_fd(), &base, false, |dir| {
             sys::linkat(target_dir.as_fd(), &target_base, dir, &base)
         })
@@ -489,12 +484,10 @@ impl Extractor {
             move |source: io::Error| ExtractError::Io { path, op, source }
         };
         let base = cstr(name.base(), raw)?;
-        let parent = clone_fd(
-            self.root
-                .parent_dir(name.parent())
-                .map_err(io("resolve parent"))?,
-        )
-        .map_err(io("resolve parent"))?;
+        let parent = self
+            .root
+            .parent_dir(name.parent())
+            .map_err(io("resolve parent"))?;
         self.create_replacing(parent.as_fd(), &base, false, |dir| {
             sys::mknodat(dir, &base, ty | 0o600, major, minor)
         })
@@ -517,16 +510,13 @@ impl Extractor {
             self.stats.whiteouts += 1;
             // The parent's lower-layer contents are hidden: mark it opaque (it exists in this
             // layer, creating it if the archive had no entry for it).
-            let dir = self
-                .root
+            self.root
                 .parent_dir(name.parent())
                 .map_err(io("resolve parent"))?;
-            let dir = clone_fd(dir).map_err(io("resolve parent"))?;
             let readable = self
                 .root
                 .resolve(name.parent(), libc::O_RDONLY | libc::O_DIRECTORY)
                 .map_err(io("open directory"))?;
-            drop(dir);
             return sys::fsetxattr(
                 readable.as_fd(),
                 self.options.overlay_xattrs.opaque_name(),
@@ -549,12 +539,10 @@ impl Extractor {
         }
         self.stats.whiteouts += 1;
         let base = cstr(hidden, raw)?;
-        let parent = clone_fd(
-            self.root
-                .parent_dir(name.parent())
-                .map_err(io("resolve parent"))?,
-        )
-        .map_err(io("resolve parent"))?;
+        let parent = self
+            .root
+            .parent_dir(name.parent())
+            .map_err(io("resolve parent"))?;
         // An overlay whiteout is a 0:0 character device (unprivileged since Linux 5.8).
         self.create_replacing(parent.as_fd(), &base, false, |dir| {
             sys::mknodat(dir, &base, libc::S_IFCHR, 0, 0)
@@ -662,10 +650,6 @@ impl Extractor {
         }
         Ok(())
     }
-}
-
-fn clone_fd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    fd.try_clone_to_owned()
 }
 
 fn id32(id: u64) -> u32 {
