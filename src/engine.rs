@@ -1,16 +1,17 @@
 //! The embedding API: one [`Engine`] per store root does what the CLI does.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rootfs_cache::{GcOptions, GcReport, ImageRecord, Store, StoreError, VerifyReport};
 
 use crate::Digest;
 use crate::host::{self, CgroupLayout};
-use crate::progress::{Progress, ProgressMode};
+use crate::progress::{Notice, Progress, Silent};
 use crate::pull::{self, PullError, PullOptions, PullReport};
 use crate::reference::{Reference, ReferenceError};
-use crate::registry::config::ConfigError;
-use crate::registry::credentials::CredentialError;
+use crate::registry::ConfigError;
+use crate::registry::CredentialError;
 use crate::registry::{AuthFiles, Config, RegistryClient, RegistryError, RetryPolicy};
 
 /// Failures of the engine; the CLI maps them to exit code 125.
@@ -68,13 +69,25 @@ pub struct EngineOptions {
 }
 
 /// A handle on one skiff store and the host it runs on.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Engine {
     root: PathBuf,
     rootless: bool,
     config: Config,
     auth: AuthFiles,
     retry: RetryPolicy,
+    progress: Arc<dyn Progress>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("root", &self.root)
+            .field("rootless", &self.rootless)
+            .field("config", &self.config)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What `skiff info` reports.
@@ -129,7 +142,14 @@ impl Engine {
                 stall_timeout: std::time::Duration::from_secs(config.stall_timeout_secs),
                 ..RetryPolicy::default()
             }),
+            progress: Arc::new(Silent),
         })
+    }
+
+    /// Sends notices and pull progress to `progress` (the default shows nothing).
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// The store root this engine works on.
@@ -157,7 +177,7 @@ impl Engine {
     }
 
     /// Opens (creating) the store.
-    pub fn store(&self) -> Result<Store, EngineError> {
+    pub(crate) fn store(&self) -> Result<Store, EngineError> {
         Store::open(&self.root).map_err(|source| self.store_err(source))
     }
 
@@ -169,7 +189,7 @@ impl Engine {
     }
 
     /// A registry client with this engine's configuration and credentials.
-    pub fn client(&self) -> RegistryClient {
+    pub(crate) fn client(&self) -> RegistryClient {
         RegistryClient::new(self.config.clone(), self.auth.clone(), self.retry)
     }
 
@@ -191,14 +211,21 @@ impl Engine {
         &self,
         reference: &Reference,
         options: &PullOptions,
-        progress: ProgressMode,
     ) -> Result<PullReport, EngineError> {
+        self.enter_store_namespace()?;
         let store = self.store()?;
         let client = self.client();
-        let progress = Progress::new(progress);
-        progress.message(&format!("Pulling {}", reference.familiar()));
+        self.progress.notice(&Notice::Pulling {
+            image: reference.familiar(),
+        });
         Ok(self
-            .block_on(pull::pull(&client, &store, reference, options, &progress))?
+            .block_on(pull::pull(
+                &client,
+                &store,
+                reference,
+                options,
+                &self.progress,
+            ))?
             .map_err(Box::new)?)
     }
 
@@ -297,6 +324,7 @@ impl Engine {
     /// Removes a name; the image goes with its last name (or at once when given by id).
     /// Returns what was untagged and deleted, as docker's rmi prints it.
     pub fn remove_image(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        self.enter_store_namespace()?;
         let store = self.store()?;
         let image = self.find_image(name)?;
         let refs = store.refs().map_err(|e| self.store_err(e))?;
@@ -333,11 +361,13 @@ impl Engine {
 
     /// Removes unused layers and blobs, then least-recently-used images down to a budget.
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport, EngineError> {
+        self.enter_store_namespace()?;
         self.store()?.gc(options).map_err(|e| self.store_err(e))
     }
 
     /// Checks the store for corrupt and orphaned entries.
     pub fn verify(&self) -> Result<VerifyReport, EngineError> {
+        self.enter_store_namespace()?;
         self.store()?.verify().map_err(|e| self.store_err(e))
     }
 
@@ -348,18 +378,16 @@ impl Engine {
         image: &str,
         options: &crate::spec::RunOptions,
         pull: crate::launch::PullPolicy,
-        progress: ProgressMode,
     ) -> Result<crate::launch::RunOutcome, EngineError> {
         use crate::launch::{self, PullPolicy, Timings};
         let mut timings = Timings::new();
         let store = self.store()?;
-        // Before a rootless run enters its user namespace: the dead runs' payloads are killable
-        // only from here (enter_user_namespace did it already when it ran first).
-        if !launch::in_user_namespace()
-            && let Err(err) = launch::sweep_dead_runs(&store, self.rootless)
+        if !self.rootless
+            && let Err(err) = launch::sweep_dead_runs(&store, false)
         {
-            tracing::warn!(%err, "sweeping dead runs");
+            tracing::warn!(err = %crate::error_chain(&err), "sweeping dead runs");
         }
+        self.enter_store_namespace()?;
         let reference = Reference::parse(image);
         let local = match (pull, &reference) {
             (PullPolicy::Always, Ok(_)) => None,
@@ -376,13 +404,11 @@ impl Engine {
             (None, _) => {
                 let reference = reference?;
                 if pull == PullPolicy::Missing {
-                    eprintln!("Unable to find image '{}' locally", reference.familiar());
+                    self.progress.notice(&Notice::ImageNotFoundLocally {
+                        image: reference.familiar(),
+                    });
                 }
-                let options = PullOptions {
-                    platform: None,
-                    max_concurrent: None,
-                };
-                self.pull(&reference, &options, progress)?;
+                self.pull(&reference, &PullOptions::default())?;
                 self.local_image(&reference)?
                     .ok_or_else(|| EngineError::ImageNotFound(image.into()))?
             }
@@ -394,14 +420,13 @@ impl Engine {
             .ok_or_else(|| {
                 EngineError::ImageNotFound(format!("{image} (its config blob is missing)"))
             })?;
-        let config: crate::registry::manifest::ImageConfig = serde_json::from_slice(&bytes)
-            .map_err(|e| {
-                self.store_err(StoreError::Corrupt {
-                    path: store.blob_path(&record.config),
-                    reason: e.to_string(),
-                })
-            })?;
-        let run_config = config.config.unwrap_or_default();
+        let config = crate::image::ImageConfig::parse(&bytes).map_err(|e| {
+            self.store_err(StoreError::Corrupt {
+                path: store.blob_path(&record.config),
+                reason: crate::error_chain(&e),
+            })
+        })?;
+        let run_config = config.run_config();
         launch::run(
             &store,
             &record,
@@ -413,17 +438,21 @@ impl Engine {
         .map_err(|e| EngineError::Run(Box::new(e)))
     }
 
-    /// Rootless: enters the user namespace every store operation then runs in, so that layers
-    /// keep the image's owners (with an /etc/subuid range) and gc can remove them. Call it
-    /// before any thread starts; as root it does nothing.
-    pub fn enter_user_namespace(&self) -> Result<(), EngineError> {
+    /// Rootless: enters the user namespace every store-writing operation runs in, so that
+    /// layers keep the image's owners (with an /etc/subuid range) and gc can remove them.
+    /// Called by those operations themselves; once entered, the process stays inside. As root
+    /// it does nothing. The process must still be single-threaded (an unshare of the user
+    /// namespace, and later the container launch, need it): an embedder with threads runs
+    /// skiff in a helper process.
+    fn enter_store_namespace(&self) -> Result<(), EngineError> {
         if !self.rootless || crate::launch::in_user_namespace() {
             return Ok(());
         }
+        crate::launch::ensure_single_threaded().map_err(|e| EngineError::Run(Box::new(e)))?;
         let store = self.store()?;
         // Dead runs' payloads can only be killed from outside their user namespace.
         if let Err(err) = crate::launch::sweep_dead_runs(&store, true) {
-            tracing::warn!(%err, "sweeping dead runs");
+            tracing::warn!(err = %crate::error_chain(&err), "sweeping dead runs");
         }
         crate::launch::enter_user_namespace().map_err(|e| EngineError::Run(Box::new(e)))?;
         Ok(())

@@ -1,20 +1,47 @@
 //! skiff: a daemonless container executor.
 //!
-//! This library is what the `skiff` binary is built on; another Rust program can embed the
-//! same [`Engine`] to do everything the CLI does.
+//! This library is what the `skiff` binary is built on; another Rust program embeds the same
+//! [`Engine`] to do everything the CLI does: pull an image from any registry into the
+//! content-addressed store, list, inspect and remove images, collect garbage, and run a
+//! command in an image, as root or rootless. The library prints nothing: notices and pull
+//! progress go to the [`Progress`] an embedder gives the engine.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use skiff::{Engine, EngineOptions, PullPolicy, RunOptions};
+//!
+//! let engine = Engine::new(EngineOptions::default())?;
+//! let options = RunOptions {
+//!     command: vec!["echo".into(), "hello".into()],
+//!     ..Default::default()
+//! };
+//! let outcome = engine.run("127.0.0.1:5000/demo/busybox", &options, PullPolicy::Missing)?;
+//! std::process::exit(outcome.exit_code);
+//! # }
+//! ```
 
-pub mod cli;
-pub mod engine;
-pub mod host;
-pub mod launch;
-pub mod progress;
-pub mod pull;
-pub mod reference;
-pub mod registry;
-pub mod spec;
+mod engine;
+mod error;
+mod host;
+mod image;
+mod launch;
+mod progress;
+mod pull;
+mod reference;
+mod registry;
+mod spec;
 
-pub use engine::{Engine, EngineError, EngineOptions};
-pub use launch::{PullPolicy, RunError, RunOutcome};
+pub use engine::{Engine, EngineError, EngineOptions, ImageSummary, Info};
+pub use error::error_chain;
+pub use host::CgroupLayout;
+pub use image::ManifestError;
+pub use launch::{PullPolicy, RunError, RunOutcome, Timings};
+pub use progress::{LayerEvent, Notice, Progress, Silent};
+pub use pull::{PullError, PullOptions, PullReport};
 pub use reference::{Reference, ReferenceError};
-pub use rootfs_cache::Digest;
-pub use spec::RunOptions;
+pub use registry::{AuthFiles, ConfigError, CredentialError, RegistryError, RetryPolicy};
+pub use rootfs_cache::{
+    Digest, DigestError, Finding, GcOptions, GcReport, ImageLayer, ImageRecord, Kept, StoreError,
+    VerifyReport,
+};
+pub use spec::{Network, RunOptions, SpecError, Volume};

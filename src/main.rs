@@ -1,9 +1,12 @@
 //! The `skiff` binary: parse the command line, call the library, map errors to exit codes.
 
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::Parser;
-use skiff::cli::Cli;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use cli::Cli;
 use tracing_subscriber::EnvFilter;
 
 /// docker's exit code when the engine itself fails.
@@ -12,31 +15,54 @@ const EXIT_ENGINE_FAILED: u8 = 125;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            // Usage errors are skiff's own failure (docker exits 125); --help and --version exit 0.
-            return if err.use_stderr() {
-                ExitCode::from(EXIT_ENGINE_FAILED)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(err) => return usage_error(&err),
     };
     init_logging(cli.verbose);
     match cli.run() {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXIT_ENGINE_FAILED)),
         Err(err) => {
-            eprintln!("skiff: {}", error_message(&err));
+            eprintln!("skiff: {}", skiff::error_chain(err.as_ref()));
             ExitCode::from(EXIT_ENGINE_FAILED)
         }
     }
 }
 
+/// Prints a command-line error as docker does (`unknown flag: --bogus`, the usage, where to
+/// get help) and returns 125; `--help` and `--version` print and exit 0.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    if !err.use_stderr() {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    if err.kind() == ErrorKind::UnknownArgument
+        && let Some(ContextValue::String(flag)) = err.get(ContextKind::InvalidArg)
+        && flag.starts_with('-')
+    {
+        let flag = flag.split('=').next().unwrap_or(flag);
+        let usage = match err.get(ContextKind::Usage) {
+            Some(ContextValue::StyledStr(usage)) => usage.to_string(),
+            _ => "Usage: skiff [OPTIONS] <COMMAND>".to_owned(),
+        };
+        let command = usage
+            .trim_start_matches("Usage:")
+            .split_whitespace()
+            .take_while(|w| !w.starts_with(['[', '<', '-']) && !w.chars().all(char::is_uppercase))
+            .collect::<Vec<_>>()
+            .join(" ");
+        eprintln!("unknown flag: {flag}\n\n{}\n", usage.trim_end());
+        eprintln!("Run '{command} --help' for more information");
+    } else {
+        let _ = err.print();
+    }
+    ExitCode::from(EXIT_ENGINE_FAILED)
+}
+
 fn init_logging(verbose: u8) {
-    // libcontainer warns about every cgroup v1 controller the host lacks: errors only.
+    // libcontainer and libcgroups log what skiff reports itself (and warn about every v1
+    // controller the host lacks): their lines are debug output only, never the user's.
     let default = match verbose {
-        0 => "warn,libcontainer=error,libcgroups=error",
-        1 => "info,libcontainer=warn,libcgroups=warn",
+        0 => "warn,libcontainer=off,libcgroups=off",
+        1 => "info,libcontainer=off,libcgroups=off",
         2 => "debug",
         _ => "trace",
     };
@@ -46,20 +72,4 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-}
-
-/// The error and its causes, each cause added only when the message does not already say it
-/// (library errors often quote their source), so nothing is printed twice.
-fn error_message(err: &anyhow::Error) -> String {
-    let mut message = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            if !message.is_empty() {
-                message.push_str(": ");
-            }
-            message.push_str(&text);
-        }
-    }
-    message
 }

@@ -1,117 +1,100 @@
-//! Pull progress: per-layer bars like docker's on a terminal, plain lines otherwise, nothing
-//! with `-q`.
-
-use std::io::IsTerminal;
-
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+//! What the engine tells its caller while it works. The library prints nothing itself: a
+//! caller that wants docker's output (the CLI) implements [`Progress`] and prints.
 
 use crate::Digest;
 
-/// How pull progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
-    /// Bars on a terminal, lines otherwise.
-    Auto,
-    /// Always plain lines on stderr.
-    Lines,
-    /// Nothing.
-    Quiet,
+/// A message for the user, in docker's words ([`std::fmt::Display`] gives the text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// `run` did not find the image in the store and pulls it.
+    ImageNotFoundLocally {
+        /// The image as the user would write it.
+        image: String,
+    },
+    /// A pull starts.
+    Pulling {
+        /// The image as the user would write it.
+        image: String,
+    },
 }
 
-/// Progress display for one pull.
-#[derive(Debug, Clone)]
-pub struct Progress {
-    bars: Option<MultiProgress>,
-    lines: bool,
-}
-
-/// Progress of one layer.
-#[derive(Debug, Clone)]
-pub struct LayerProgress {
-    bar: Option<ProgressBar>,
-    lines: bool,
-    short: String,
-}
-
-impl Progress {
-    /// A display for the given mode.
-    pub fn new(mode: ProgressMode) -> Self {
-        match mode {
-            ProgressMode::Quiet => Self {
-                bars: None,
-                lines: false,
-            },
-            ProgressMode::Lines => Self {
-                bars: None,
-                lines: true,
-            },
-            ProgressMode::Auto if std::io::stderr().is_terminal() => Self {
-                bars: Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
-                lines: false,
-            },
-            ProgressMode::Auto => Self {
-                bars: None,
-                lines: true,
-            },
-        }
-    }
-
-    /// A message line (shown in every mode but quiet).
-    pub fn message(&self, msg: &str) {
-        match &self.bars {
-            Some(bars) => {
-                let _ = bars.println(msg);
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ImageNotFoundLocally { image } => {
+                write!(f, "Unable to find image '{image}' locally")
             }
-            None if self.lines => eprintln!("{msg}"),
-            None => {}
-        }
-    }
-
-    /// Starts tracking a layer of `size` bytes.
-    pub fn layer(&self, digest: &Digest, size: u64) -> LayerProgress {
-        let short = digest.short();
-        let bar = self.bars.as_ref().map(|bars| {
-            let bar = bars.add(ProgressBar::new(size));
-            bar.set_style(
-                ProgressStyle::with_template("{prefix}: {msg:16} [{bar:30}] {bytes}/{total_bytes}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(short.clone());
-            bar.set_message("Waiting");
-            bar
-        });
-        LayerProgress {
-            bar,
-            lines: self.lines,
-            short,
+            Self::Pulling { image } => write!(f, "Pulling {image}"),
         }
     }
 }
 
-impl LayerProgress {
-    /// Bytes arrived.
-    pub fn advance(&self, n: u64) {
-        if let Some(bar) = &self.bar {
-            bar.inc(n);
-        }
-    }
+/// What happens to one layer during a pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LayerEvent {
+    /// The layer is known, `size` compressed bytes; nothing started yet.
+    Waiting {
+        /// Compressed size.
+        size: u64,
+    },
+    /// Its download started.
+    Downloading,
+    /// `bytes` more compressed bytes arrived.
+    Advanced {
+        /// Bytes since the last event.
+        bytes: u64,
+    },
+    /// It was already in the store.
+    AlreadyExists,
+    /// It was downloaded, verified and committed.
+    Complete,
+}
 
-    /// A phase change: "Downloading", "Already exists", "Pull complete".
-    pub fn status(&self, status: &str) {
-        match &self.bar {
-            Some(bar) => bar.set_message(status.to_owned()),
-            None if self.lines => eprintln!("{}: {status}", self.short),
-            None => {}
-        }
-    }
-
-    /// The layer is done.
-    pub fn finish(&self, status: &str) {
-        match &self.bar {
-            Some(bar) => bar.finish_with_message(status.to_owned()),
-            None if self.lines => eprintln!("{}: {status}", self.short),
-            None => {}
+impl LayerEvent {
+    /// docker's word for this phase ("Downloading", "Already exists", "Pull complete").
+    pub fn status(&self) -> &'static str {
+        match self {
+            Self::Waiting { .. } => "Waiting",
+            Self::Downloading | Self::Advanced { .. } => "Downloading",
+            Self::AlreadyExists => "Already exists",
+            Self::Complete => "Pull complete",
         }
     }
 }
+
+/// Receives the engine's notices and pull progress; every method defaults to doing nothing.
+/// Called from the engine's I/O threads, so it must be `Send + Sync`.
+///
+/// ```
+/// use skiff::{LayerEvent, Notice, Progress};
+///
+/// struct Log;
+/// impl Progress for Log {
+///     fn notice(&self, notice: &Notice) {
+///         eprintln!("{notice}");
+///     }
+///     fn layer(&self, layer: &skiff::Digest, event: LayerEvent) {
+///         if !matches!(event, LayerEvent::Advanced { .. }) {
+///             eprintln!("{}: {}", layer.short(), event.status());
+///         }
+///     }
+/// }
+/// ```
+pub trait Progress: Send + Sync {
+    /// A message for the user.
+    fn notice(&self, notice: &Notice) {
+        let _ = notice;
+    }
+    /// A layer's progress.
+    fn layer(&self, layer: &Digest, event: LayerEvent) {
+        let _ = (layer, event);
+    }
+}
+
+/// Progress that goes nowhere (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Progress for Silent {}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use libcontainer::oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
-use crate::registry::manifest::RunConfig;
+use oci_spec::image::Config as RunConfig;
 
 /// docker's PATH when the image has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -255,9 +255,9 @@ pub fn command(config: &RunConfig, options: &RunOptions) -> Result<Vec<String>, 
         Some(e) if e.is_empty() => (Vec::new(), options.command.clone()),
         Some(e) => (vec![e.clone()], options.command.clone()),
         None => (
-            config.entrypoint.clone().unwrap_or_default(),
+            config.entrypoint().clone().unwrap_or_default(),
             if options.command.is_empty() {
-                config.cmd.clone().unwrap_or_default()
+                config.cmd().clone().unwrap_or_default()
             } else {
                 options.command.clone()
             },
@@ -307,7 +307,7 @@ pub fn environment(
     if options.tty {
         env.push("TERM=xterm".into());
     }
-    for entry in config.env.iter().flatten() {
+    for entry in config.env().iter().flatten() {
         set_env(&mut env, entry.clone());
     }
     for path in &options.env_files {
@@ -598,11 +598,10 @@ mod tests {
 
     fn config(entrypoint: Option<&[&str]>, cmd: Option<&[&str]>) -> RunConfig {
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
-        RunConfig {
-            entrypoint: entrypoint.map(v),
-            cmd: cmd.map(v),
-            ..Default::default()
-        }
+        let mut c = RunConfig::default();
+        c.set_entrypoint(entrypoint.map(v));
+        c.set_cmd(cmd.map(v));
+        c
     }
 
     fn opts(entrypoint: Option<&str>, command: &[&str]) -> RunOptions {
@@ -632,10 +631,12 @@ mod tests {
 
     #[test]
     fn env_merges_in_order() {
-        let c = RunConfig {
-            env: Some(vec!["PATH=/bin".into(), "A=image".into(), "B=image".into()]),
-            ..Default::default()
-        };
+        let mut c = RunConfig::default();
+        c.set_env(Some(vec![
+            "PATH=/bin".into(),
+            "A=image".into(),
+            "B=image".into(),
+        ]));
         let o = RunOptions {
             env: vec!["A=cli".into(), "FROMHOST".into(), "MISSING".into()],
             ..Default::default()

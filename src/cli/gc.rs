@@ -1,10 +1,10 @@
 //! `skiff gc` and `skiff verify`.
 
 use clap::Args;
-use rootfs_cache::GcOptions;
+use skiff::GcOptions;
 
 use super::{Format, human_size, parse_size};
-use crate::Engine;
+use skiff::Engine;
 
 /// Arguments of `skiff gc`.
 #[derive(Debug, Args)]

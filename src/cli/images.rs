@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::{Format, human_size};
-use crate::Engine;
+use skiff::Engine;
 
 /// Arguments of `skiff images`.
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 
-use crate::Engine;
+use skiff::Engine;
 
 /// Output format of `skiff info`.
 #[derive(Debug, Clone, Copy, ValueEnum)]

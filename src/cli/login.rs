@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::Engine;
+use skiff::Engine;
 
 /// Arguments of `skiff login`.
 #[derive(Debug, Args)]

@@ -1,15 +1,17 @@
-//! The command line: one module per subcommand, each a thin layer over [`crate::Engine`].
+//! The command line: one module per subcommand, each a thin layer over [`skiff::Engine`].
 
 mod gc;
 mod images;
 mod info;
 mod login;
+mod progress;
 mod pull;
 mod run;
 
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, Subcommand};
+use progress::ProgressMode;
 
 /// Daemonless container executor: pull OCI images and run them without a daemon.
 #[derive(Debug, Parser)]
@@ -62,23 +64,22 @@ pub enum Command {
 impl Cli {
     /// Runs the parsed command and returns the process exit code.
     pub fn run(self) -> anyhow::Result<i32> {
-        let engine = crate::Engine::new(crate::EngineOptions {
+        let quiet = match &self.command {
+            Command::Run(args) => args.quiet,
+            Command::Pull(args) => args.quiet,
+            _ => false,
+        };
+        let mode = if quiet {
+            ProgressMode::Quiet
+        } else {
+            ProgressMode::Auto
+        };
+        let engine = skiff::Engine::new(skiff::EngineOptions {
             root: self.root,
             config_path: self.config,
             ..Default::default()
-        })?;
-        // Rootless, commands that write the store work inside skiff's user namespace, so that
-        // layers keep their owners and gc can remove them.
-        if matches!(
-            self.command,
-            Command::Run(_)
-                | Command::Pull(_)
-                | Command::Rmi(_)
-                | Command::Gc(_)
-                | Command::Verify(_)
-        ) {
-            engine.enter_user_namespace()?;
-        }
+        })?
+        .with_progress(std::sync::Arc::new(progress::Display::new(mode)));
         match self.command {
             Command::Run(args) => run::run(&engine, &args),
             Command::Pull(args) => pull::run(&engine, &args),

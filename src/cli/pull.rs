@@ -1,12 +1,7 @@
 //! `skiff pull`.
 
-use anyhow::Context;
 use clap::Args;
-
-use crate::progress::ProgressMode;
-use crate::pull::PullOptions;
-use crate::registry::manifest::Platform;
-use crate::{Engine, Reference};
+use skiff::{Engine, PullOptions, Reference};
 
 /// Arguments of `skiff pull`.
 #[derive(Debug, Args)]
@@ -15,7 +10,7 @@ pub struct PullArgs {
     image: String,
     /// Print only the image's manifest digest
     #[arg(short, long)]
-    quiet: bool,
+    pub quiet: bool,
     /// Platform to select from a multi-platform image (os/arch[/variant])
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<String>,
@@ -27,25 +22,11 @@ pub struct PullArgs {
 /// Pulls the image and prints its digest.
 pub fn run(engine: &Engine, args: &PullArgs) -> anyhow::Result<i32> {
     let reference = Reference::parse(&args.image)?;
-    let platform = args
-        .platform
-        .as_deref()
-        .map(|p| {
-            Platform::parse(p).with_context(|| {
-                format!("invalid --platform {p:?}: expected os/arch[/variant], e.g. linux/arm64")
-            })
-        })
-        .transpose()?;
     let options = PullOptions {
-        platform,
+        platform: args.platform.clone(),
         max_concurrent: args.max_concurrent_downloads.map(usize::from),
     };
-    let mode = if args.quiet {
-        ProgressMode::Quiet
-    } else {
-        ProgressMode::Auto
-    };
-    let report = engine.pull(&reference, &options, mode)?;
+    let report = engine.pull(&reference, &options)?;
     if args.quiet {
         println!("{}", report.manifest);
     } else {

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::progress::ProgressMode;
-use crate::spec::{Network, RunOptions, Volume};
-use crate::{Engine, PullPolicy};
+use skiff::{Engine, Network, PullPolicy, RunOptions, Volume};
 
 /// `--pull` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -82,7 +80,7 @@ pub struct RunArgs {
     pull: PullArg,
     /// Suppress the pull progress
     #[arg(short, long)]
-    quiet: bool,
+    pub quiet: bool,
     /// Print the start-up phases with their durations to stderr
     #[arg(long, env = "SKIFF_TIMINGS")]
     timings: bool,
@@ -90,7 +88,6 @@ pub struct RunArgs {
     #[arg(
         required = true,
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         value_name = "IMAGE [COMMAND [ARG...]]"
     )]
     args: Vec<String>,
@@ -129,12 +126,7 @@ pub fn run(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
         PullArg::Always => PullPolicy::Always,
         PullArg::Never => PullPolicy::Never,
     };
-    let progress = if args.quiet {
-        ProgressMode::Quiet
-    } else {
-        ProgressMode::Auto
-    };
-    let outcome = engine.run(image, &options, pull, progress)?;
+    let outcome = engine.run(image, &options, pull)?;
     if args.timings {
         eprint!("{}", outcome.timings.report());
     }

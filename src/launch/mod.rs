@@ -14,12 +14,8 @@ use std::time::{Duration, Instant};
 
 use rootfs_cache::{ImageRecord, OverlayXattrs, Store, StoreError};
 
-use crate::registry::manifest::RunConfig;
 use crate::spec::{self, Network, RunOptions, SpecContext, SpecError};
-
-pub use container::{EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND};
-pub use rootless::IdMapping;
-pub use stdio::KILL_GRACE;
+use oci_spec::image::Config as RunConfig;
 
 /// Failures of a launch; skiff exits 125 on them (docker's "the engine failed").
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +52,7 @@ pub enum RunError {
         source: std::io::Error,
     },
     /// libcontainer failed.
-    #[error("container runtime: {}", error_chain(.0.as_ref()))]
+    #[error("container runtime: {}", crate::error_chain(.0.as_ref()))]
     Container(#[source] Box<libcontainer::error::LibcontainerError>),
     /// Any other launch failure.
     #[error("{0}")]
@@ -68,7 +64,10 @@ pub enum RunError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Threads were still running where a launch must be single-threaded.
-    #[error("cannot launch from a multi-threaded process ({0} threads)")]
+    #[error(
+        "skiff must fork or enter its user namespace from a single-threaded process, and this one \
+         runs {0} threads (an embedder calls skiff from a helper process)"
+    )]
     Threads(usize),
     /// The user namespace cannot represent the requested user.
     #[error(
@@ -76,20 +75,6 @@ pub enum RunError {
          /etc/subuid and /etc/subgid, with uidmap installed)"
     )]
     NotMapped(String),
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        source = e.source();
-    }
-    out
 }
 
 /// When `run` pulls the image (docker's `--pull`).
@@ -169,6 +154,15 @@ fn thread_count() -> usize {
                 .and_then(|n| n.trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Fails unless this process runs one thread (a fork or an unshare of the user namespace
+/// needs it).
+pub(crate) fn ensure_single_threaded() -> Result<(), RunError> {
+    match thread_count() {
+        n if n > 1 => Err(RunError::Threads(n)),
+        _ => Ok(()),
+    }
 }
 
 /// Waits (briefly) for I/O threads of an earlier pull to be gone.
@@ -314,7 +308,7 @@ pub fn run(
     let user_spec = options
         .user
         .clone()
-        .or_else(|| config.user.clone())
+        .or_else(|| config.user().clone())
         .unwrap_or_default();
     let user = spec::resolve_user(
         &user_spec,
@@ -340,7 +334,7 @@ pub fn run(
     let cwd = options
         .workdir
         .clone()
-        .or_else(|| config.working_dir.clone().filter(|w| !w.is_empty()))
+        .or_else(|| config.working_dir().clone().filter(|w| !w.is_empty()))
         .unwrap_or_else(|| "/".into());
     if !cwd.starts_with('/') {
         return Err(SpecError::Invalid {

@@ -3,7 +3,6 @@
 //! and resumable blob streams.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,8 +15,9 @@ use tokio::sync::mpsc;
 use super::auth::{Challenge, parse_challenge};
 use super::config::Config;
 use super::credentials::{AuthFiles, Credential, CredentialError};
-use super::manifest::{self, ACCEPT_MANIFESTS, Fetched, MAX_MANIFEST_BYTES, ManifestError};
 use crate::Digest;
+use crate::error_chain;
+use crate::image::{self, ACCEPT_MANIFESTS, Fetched, MAX_MANIFEST_BYTES, ManifestError};
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -588,7 +588,7 @@ impl RegistryClient {
                 actual: digest,
             });
         }
-        let parsed = manifest::parse(&bytes, content_type.as_deref()).map_err(|source| {
+        let parsed = image::parse(&bytes, content_type.as_deref()).map_err(|source| {
             RegistryError::Manifest {
                 reference: format!("{registry}/{repository}:{reference}"),
                 source,
@@ -863,21 +863,4 @@ async fn read_limited(resp: Response, limit: u64, what: &str) -> Result<Vec<u8>,
         out.extend_from_slice(&chunk);
     }
     Ok(out)
-}
-
-/// An error with its causes, which reqwest hides behind "error sending request".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
-}
-
-/// True if `path` holds a PEM certificate (used to report certs.d problems early).
-pub fn is_pem(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|t| t.contains("-----BEGIN CERTIFICATE-----"))
 }

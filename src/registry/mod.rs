@@ -1,11 +1,13 @@
-//! The distribution client: auth, credentials, configuration, manifests, blob streams.
+//! The distribution client: auth, credentials, configuration, manifests, blob streams. It
+//! speaks HTTP and nothing more: what a manifest means is the `image` module's business.
 
-pub mod auth;
-pub mod client;
-pub mod config;
-pub mod credentials;
-pub mod manifest;
+mod auth;
+mod client;
+mod config;
+mod credentials;
 
-pub use client::{FetchedManifest, RegistryClient, RegistryError, RetryPolicy};
-pub use config::Config;
-pub use credentials::{AuthFiles, Credential};
+pub(crate) use client::{FetchedManifest, RegistryClient};
+pub use client::{RegistryError, RetryPolicy};
+pub(crate) use config::Config;
+pub use config::ConfigError;
+pub use credentials::{AuthFiles, CredentialError};
