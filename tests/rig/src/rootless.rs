@@ -1,33 +1,27 @@
-//! Running a test body as the unprivileged test user (created by scripts/setup.sh).
+//! Running test bodies as the unprivileged test user (created by scripts/setup.sh).
 //!
-//! ```ignore
-//! #[test]
-//! fn layer_extracts_rootless() {
-//!     if skiff_test_rig::rootless::delegate("layer_extracts_rootless") {
-//!         return; // as root: the body ran as the test user, and passed
-//!     }
-//!     // here the process is unprivileged
-//! }
+//! ```text
+//! fn layer_extracts() { /* assertions; here the process is unprivileged */ }
+//! skiff_test_rig::rootless_test!(layer_extracts_rootless, layer_extracts);
 //! ```
+//!
+//! As root, the test re-executes its binary as the test user, where [`child_helper!`] runs the
+//! body before the test harness starts; the test fails unless the body passed there. Run by
+//! an unprivileged user, the test runs the body itself: it is rootless already.
+//!
+//! [`child_helper!`]: crate::child_helper
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+use crate::child;
+use crate::require::{is_root, require_user};
 
 /// The unprivileged user: $SKIFF_TEST_USER, else `skiff-test`.
 pub fn test_user() -> String {
     std::env::var("SKIFF_TEST_USER").unwrap_or_else(|_| "skiff-test".into())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// A directory the test user can enter, for copies of binaries from the build tree (which may
@@ -48,7 +42,7 @@ fn shared_dir() -> PathBuf {
 }
 
 /// Copies a binary where the test user can run it (once per process and name).
-pub fn share_binary(path: &std::path::Path) -> PathBuf {
+pub fn share_binary(path: &Path) -> PathBuf {
     // Test threads share the copies: one copies at a time.
     static COPYING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = COPYING
@@ -69,57 +63,125 @@ fn shared_copy() -> PathBuf {
     share_binary(&std::env::current_exe().expect("current test binary"))
 }
 
-/// As root: runs test `name` of this binary as the test user and panics unless it passed;
-/// returns true. Unprivileged: returns false, so the caller runs the body itself.
-pub fn delegate(name: &str) -> bool {
-    delegate_with_env(name, &[])
-}
-
-/// [`delegate`], passing extra environment variables to the test user's run (e.g. the path
-/// of a binary copied with [`share_binary`]).
-pub fn delegate_with_env(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> bool {
-    if !is_root() {
-        return false;
-    }
+/// `runuser -u USER -- COMMAND` with the test user's HOME, from /tmp.
+fn as_test_user(inner: &Command) -> Command {
     let user = test_user();
+    require_user(&user);
     let home = format!("/home/{user}");
-    let out = Command::new("runuser")
-        .args(["-u", &user, "--"])
-        .arg(shared_copy())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", &user, "--"])
+        .arg(inner.get_program())
+        .args(inner.get_args())
         .env("HOME", &home)
         .env("XDG_DATA_HOME", format!("{home}/.local/share"))
-        .env("SKIFF_ROOTLESS_CHILD", "1")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir("/tmp")
-        .output()
-        .unwrap_or_else(|e| panic!("runuser for test user {user}: {e} (run scripts/setup.sh)"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "test {name} as user {user} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    true
+        .current_dir("/tmp");
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd
 }
 
-/// Defines two tests running `$body`: `$root` as the test process (root under `cargo test` as
-/// root) and `$rootless` re-run through [`delegate`] as the unprivileged test user.
+/// No extra environment for [`run`].
+pub fn no_env() -> Vec<(String, OsString)> {
+    Vec::new()
+}
+
+/// Runs `body`, registered with [`child_helper!`](crate::child_helper) as helper `name`,
+/// unprivileged. As root: in a copy of this test binary run as the test user (with `env`
+/// added, e.g. the path of a binary copied with [`share_binary`]), and panics unless it passed
+/// there. Unprivileged: here.
+#[track_caller]
+pub fn run(name: &str, env: &[(String, OsString)], body: fn()) {
+    if !is_root() {
+        body();
+        return;
+    }
+    let mut inner = child::command_for(&shared_copy(), name);
+    inner.envs(env.iter().map(|(k, v)| (k, v)));
+    let mut cmd = as_test_user(&inner);
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "runuser (util-linux) for the test user: {e}; {}",
+            crate::require::SETUP
+        )
+    });
+    child::assert_passed(name, &out);
+}
+
+/// Defines test `$name` running the body `$body` (a `fn()`) as the unprivileged test user,
+/// through [`run`]; `env = PATH` names a function giving extra environment for the child.
+#[macro_export]
+macro_rules! rootless_test {
+    ($name:ident, $body:path) => {
+        $crate::rootless_test!($name, $body, env = $crate::rootless::no_env);
+    };
+    ($name:ident, $body:path, env = $env:path) => {
+        #[test]
+        fn $name() {
+            $crate::rootless::run(stringify!($name), &$env(), $body);
+        }
+
+        $crate::child_helper!($name, $body);
+    };
+}
+
+/// Defines two tests running `$body`: `$root` as root (it fails when the tests do not run as
+/// root) and `$rootless` as the unprivileged test user ([`rootless_test!`]).
 #[macro_export]
 macro_rules! as_root_and_rootless {
     ($body:ident, $root:ident, $rootless:ident) => {
         #[test]
         fn $root() {
+            $crate::require_root();
             $body();
         }
 
-        #[test]
-        fn $rootless() {
-            if $crate::rootless::delegate(stringify!($rootless)) {
-                return;
-            }
-            $body();
-        }
+        $crate::rootless_test!($rootless, $body);
     };
+}
+
+/// Older form, for a test whose body follows the call: as root, runs test `name` of this
+/// binary through the test harness as the test user and panics unless it passed there
+/// (returns true); unprivileged, returns false and the caller runs the body. Prefer
+/// [`rootless_test!`], which needs no name written twice.
+#[track_caller]
+pub fn delegate(name: &str) -> bool {
+    delegate_with_env(name, &[])
+}
+
+/// [`delegate`], passing extra environment variables to the test user's run.
+#[track_caller]
+pub fn delegate_with_env(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> bool {
+    if !is_root() {
+        return false;
+    }
+    // The name must be the calling test's: another test's would pass for this one.
+    let current = std::thread::current();
+    let here = current.name().unwrap_or_default();
+    assert!(
+        here == name || here.ends_with(&format!("::{name}")),
+        "delegate({name:?}) called from test {here:?}"
+    );
+    let mut inner = Command::new(shared_copy());
+    inner
+        .args(["--exact", here, "--nocapture", "--test-threads=1"])
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let user = test_user();
+    let out = as_test_user(&inner).output().unwrap_or_else(|e| {
+        panic!(
+            "runuser (util-linux) for the test user: {e}; {}",
+            crate::require::SETUP
+        )
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "test {name} as user {user} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    true
 }
