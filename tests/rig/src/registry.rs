@@ -241,6 +241,11 @@ impl Registry {
     pub fn client(&self) -> Result<RegistryClient> {
         RegistryClient::new(&self.url(), self.ca_pem(), self.credentials())
     }
+
+    /// Pushes `image` as `repo:tag` with a [`client`](Self::client).
+    pub fn push_image(&self, repo: &str, tag: &str, image: &crate::Image) -> Result<()> {
+        self.client()?.push_image(repo, tag, image)
+    }
 }
 
 impl Drop for Registry {
