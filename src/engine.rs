@@ -126,6 +126,19 @@ pub struct ImageSummary {
 
 impl Engine {
     /// Opens an engine; nothing is written until an operation needs it.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), skiff::EngineError> {
+    /// use skiff::{Engine, EngineOptions};
+    ///
+    /// // The default root: /var/lib/skiff as root, $XDG_DATA_HOME/skiff otherwise.
+    /// let engine = Engine::new(EngineOptions {
+    ///     root: Some("/srv/ci/skiff".into()),
+    ///     ..Default::default()
+    /// })?;
+    /// println!("store at {}, rootless: {}", engine.root().display(), engine.rootless());
+    /// # Ok(()) }
+    /// ```
     pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
         let root = options.root.unwrap_or_else(host::default_root);
         if !root.is_absolute() {
@@ -147,6 +160,21 @@ impl Engine {
     }
 
     /// Sends notices and pull progress to `progress` (the default shows nothing).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), skiff::EngineError> {
+    /// use std::sync::Arc;
+    /// use skiff::{Engine, Notice, Progress};
+    ///
+    /// struct Notices;
+    /// impl Progress for Notices {
+    ///     fn notice(&self, notice: &Notice) {
+    ///         eprintln!("{notice}");
+    ///     }
+    /// }
+    /// let engine = Engine::new(Default::default())?.with_progress(Arc::new(Notices));
+    /// # Ok(()) }
+    /// ```
     pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
         self.progress = progress;
         self
@@ -207,6 +235,24 @@ impl Engine {
     }
 
     /// Pulls an image into the store.
+    ///
+    /// Rootless, the first store-writing call enters skiff's user namespace, which needs a
+    /// single-threaded process (see [`Engine::run`]).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use skiff::{Engine, PullOptions, Reference};
+    ///
+    /// let engine = Engine::new(Default::default())?;
+    /// let reference: Reference = "127.0.0.1:5000/demo/busybox:latest".parse()?;
+    /// let options = PullOptions {
+    ///     platform: Some("linux/arm64".into()),
+    ///     ..Default::default()
+    /// };
+    /// let report = engine.pull(&reference, &options)?;
+    /// println!("{} ({} layers downloaded)", report.manifest, report.downloaded_layers);
+    /// # Ok(()) }
+    /// ```
     pub fn pull(
         &self,
         reference: &Reference,
@@ -270,6 +316,15 @@ impl Engine {
     }
 
     /// Every image with the names that point at it, newest first.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), skiff::EngineError> {
+    /// let engine = skiff::Engine::new(Default::default())?;
+    /// for image in engine.images()? {
+    ///     println!("{} {:?} {} bytes", image.id.short(), image.names, image.size);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn images(&self) -> Result<Vec<ImageSummary>, EngineError> {
         let store = self.store()?;
         let refs = store.refs().map_err(|e| self.store_err(e))?;
@@ -360,6 +415,20 @@ impl Engine {
     }
 
     /// Removes unused layers and blobs, then least-recently-used images down to a budget.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), skiff::EngineError> {
+    /// use skiff::{Engine, GcOptions};
+    ///
+    /// let engine = Engine::new(Default::default())?;
+    /// let report = engine.gc(&GcOptions {
+    ///     budget_bytes: Some(10 << 30),
+    ///     ..Default::default()
+    /// })?;
+    /// assert!(engine.verify()?.is_clean());
+    /// # let _ = report;
+    /// # Ok(()) }
+    /// ```
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport, EngineError> {
         self.enter_store_namespace()?;
         self.store()?.gc(options).map_err(|e| self.store_err(e))
@@ -372,7 +441,29 @@ impl Engine {
     }
 
     /// Runs a command in an image, pulling it first as `pull` says; returns the payload's exit
-    /// code. Call it from a single-threaded process, once (rootless, it enters a user namespace).
+    /// code (128+N after signal N, 126/127 when the command cannot be run or is not found).
+    ///
+    /// libcontainer clones the calling process, so the launch must happen in a single-threaded
+    /// process (the engine's own I/O threads are gone by then): an embedder with threads of its
+    /// own calls this from a helper process. Rootless, the process enters a user namespace it
+    /// cannot leave: one run per process.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), skiff::EngineError> {
+    /// use skiff::{Engine, PullPolicy, RunOptions, Volume};
+    ///
+    /// let engine = Engine::new(Default::default())?;
+    /// let options = RunOptions {
+    ///     command: vec!["terraform".into(), "plan".into()],
+    ///     workdir: Some("/work".into()),
+    ///     volumes: vec![Volume::parse("/srv/job:/work").expect("a valid volume")],
+    ///     env: vec!["TF_LOG".into()],
+    ///     ..Default::default()
+    /// };
+    /// let outcome = engine.run("ghcr.io/acme/tools:6.1.0", &options, PullPolicy::Missing)?;
+    /// std::process::exit(outcome.exit_code);
+    /// # }
+    /// ```
     pub fn run(
         &self,
         image: &str,

@@ -67,9 +67,14 @@ fn init_logging(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(verbose >= 2);
+    // A user's warnings read as messages; timestamps are for debug output.
+    if verbose == 0 {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
 }
