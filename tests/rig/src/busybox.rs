@@ -83,11 +83,14 @@ pub fn entries() -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// A builder holding the fixture's layer and PATH, for images made from it (no Cmd yet).
+pub fn builder(format: Format, compression: Compression) -> Result<ImageBuilder> {
+    Ok(ImageBuilder::new(format)
+        .layer(&entries()?, compression)?
+        .env(&[PATH]))
+}
+
 /// The fixture image: one layer, `Cmd ["sh"]`, a PATH, no entrypoint.
 pub fn image(format: Format, compression: Compression) -> Result<Image> {
-    ImageBuilder::new(format)
-        .layer(&entries()?, compression)?
-        .env(&[PATH])
-        .cmd(&["sh"])
-        .build()
+    builder(format, compression)?.cmd(&["sh"]).build()
 }

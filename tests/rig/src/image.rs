@@ -315,4 +315,24 @@ impl Index {
             images,
         })
     }
+
+    /// An index over two one-layer images, `linux/amd64` and `linux/arm64/v8`, each with a
+    /// file `arch` holding `marker(architecture)`.
+    pub fn amd64_and_arm64(format: Format, marker: impl Fn(&str) -> String) -> Result<Self> {
+        let arm = Platform {
+            variant: Some("v8".into()),
+            ..Platform::linux("arm64")
+        };
+        let images = [Platform::linux("amd64"), arm]
+            .into_iter()
+            .map(|platform| {
+                let content = marker(&platform.architecture);
+                ImageBuilder::new(format)
+                    .platform(platform)
+                    .layer(&[Entry::file("arch", content)], Compression::Gzip)?
+                    .build()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::new(format, images)
+    }
 }

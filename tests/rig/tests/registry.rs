@@ -8,7 +8,7 @@ use std::io::Read;
 use reqwest::StatusCode;
 use skiff_test_rig::image::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 use skiff_test_rig::{
-    Compression, Entry, Format, Image, ImageBuilder, Index, Platform, Registry, RegistryClient,
+    Compression, Entry, Format, Image, ImageBuilder, Index, Registry, RegistryClient,
     RegistryOptions, busybox,
 };
 
@@ -223,23 +223,7 @@ fn multi_platform_index_and_manifest_list_resolve_to_each_platform() {
     let registry = Registry::start().unwrap();
     let client = registry.client().unwrap();
     for format in [Format::Oci, Format::Docker] {
-        let arm = Platform {
-            variant: Some("v8".into()),
-            ..Platform::linux("arm64")
-        };
-        let images: Vec<Image> = [Platform::linux("amd64"), arm]
-            .into_iter()
-            .map(|platform| {
-                let marker = format!("built for {}", platform.architecture);
-                ImageBuilder::new(format)
-                    .platform(platform)
-                    .layer(&[Entry::file("arch", marker)], Compression::Gzip)
-                    .unwrap()
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let index = Index::new(format, images).unwrap();
+        let index = Index::amd64_and_arm64(format, |arch| format!("built for {arch}")).unwrap();
         let tag = format!("{format:?}").to_lowercase();
         client.push_index("multi/arch", &tag, &index).unwrap();
 
