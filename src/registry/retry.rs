@@ -1,0 +1,96 @@
+//! Sending a request: the auth handshake on a 401, retries with backoff for connection
+//! errors, 5xx and 429 (honouring Retry-After).
+
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{RequestBuilder, Response, StatusCode};
+
+use super::auth::parse_challenge;
+use super::client::RegistryClient;
+use super::errors::{RegistryError, RetryPolicy, is_certificate_error, untrusted};
+use super::transport::Endpoint;
+use crate::error_chain;
+
+impl RegistryClient {
+    /// Sends a request with auth, retrying connection errors, 5xx and 429 with backoff.
+    pub(super) async fn send(
+        &self,
+        host: &str,
+        registry: &str,
+        repository: &str,
+        build: impl Fn(&Endpoint) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let policy = self.inner.policy;
+        let ep = self.endpoint(host).await?;
+        let mut authenticated = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = build(&ep);
+            if let Some(h) = self.cached_auth(host, repository) {
+                req = req.header(AUTHORIZATION, h);
+            }
+            let delay = match req.send().await {
+                Err(e) if is_certificate_error(&e) => return Err(untrusted(host, &e)),
+                Err(e) => {
+                    if attempt >= policy.attempts {
+                        return Err(RegistryError::Unreachable {
+                            registry: host.to_owned(),
+                            reason: error_chain(&e),
+                        });
+                    }
+                    tracing::warn!(host, attempt, error = %error_chain(&e), "request failed, retrying");
+                    backoff(policy, attempt)
+                }
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    let challenge = resp
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_challenge);
+                    match challenge {
+                        Some(ch) if !authenticated => {
+                            authenticated = true;
+                            self.authenticate(&ep, host, registry, repository, ch)
+                                .await?;
+                            attempt -= 1;
+                            continue;
+                        }
+                        _ => {
+                            return Err(RegistryError::Unauthorized {
+                                registry: registry.to_owned(),
+                                repository: repository.to_owned(),
+                            });
+                        }
+                    }
+                }
+                Ok(resp)
+                    if resp.status() == StatusCode::TOO_MANY_REQUESTS
+                        || resp.status().is_server_error() =>
+                {
+                    if attempt >= policy.attempts {
+                        return Ok(resp);
+                    }
+                    let retry_after = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s).min(policy.max_delay));
+                    tracing::warn!(host, attempt, status = %resp.status(), "registry busy, retrying");
+                    retry_after.unwrap_or_else(|| backoff(policy, attempt))
+                }
+                Ok(resp) => return Ok(resp),
+            };
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+pub(super) fn backoff(policy: RetryPolicy, attempt: u32) -> Duration {
+    let exp = policy
+        .base_delay
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    exp.min(policy.max_delay)
+}
