@@ -7,18 +7,25 @@ mod confined;
 pub mod digest;
 pub mod extract;
 pub mod gc;
+pub mod holds;
 pub mod layer_writer;
 pub mod lock;
+pub mod mounts;
 pub mod records;
+mod scan;
 pub mod store;
 mod sys;
+pub mod verify;
 
 pub use digest::{Digest, DigestError};
 pub use extract::{ExtractError, ExtractOptions, ExtractStats, OverlayXattrs, Ownership};
-pub use gc::{Finding, GcOptions, GcReport, Kept, RunHold, VerifyReport};
+pub use gc::{GcOptions, GcReport, Kept};
+pub use holds::RunHold;
 pub use layer_writer::Compression;
+pub use mounts::mount_points_under;
 pub use records::{ImageLayer, ImageRecord, LayerRecord, RefRecord};
 pub use store::{LayerOutcome, LayerSlot, LayerWriter, Store, StoreError};
+pub use verify::{Finding, VerifyReport};
 
 /// Reads an extended attribute of a path in the store (a layer's opaque marker or rootless
 /// owner), not following a final symlink; `None` when it is not set.
