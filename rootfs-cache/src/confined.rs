@@ -4,9 +4,29 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// A directory that every lookup stays inside of, plus the last parent it resolved.
+/// A directory that every lookup stays inside of, as if it were `/` (a chroot without one).
+///
+/// Paths are resolved by the kernel with openat2(2) and `RESOLVE_IN_ROOT`: an absolute symlink
+/// target or a leading `/` starts again at the root, `..` never climbs above it, magic links
+/// (`/proc/self/fd/N`) are refused and no mount point inside the root is crossed
+/// (`RESOLVE_NO_XDEV`: `EXDEV`). Used for untrusted layers and for files inside a container's
+/// rootfs:
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// use std::path::Path;
+/// use rootfs_cache::ConfinedRoot;
+///
+/// let root = ConfinedRoot::open(Path::new("/var/lib/skiff/runs/r1/rootfs"))?;
+/// let passwd = std::fs::File::from(root.open_file(Path::new("/etc/passwd"), libc::O_RDONLY)?);
+/// let workdir = root.create_dir_all(Path::new("/work/sub"), Some((1000, 1000)))?;
+/// # let _ = (passwd, workdir);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ConfinedRoot {
     root: OwnedFd,
@@ -58,7 +78,7 @@ fn openat2_in_root(dir: BorrowedFd<'_>, path: &CStr, flags: i32) -> io::Result<O
 }
 
 /// openat relative to a directory fd, never following a final symlink.
-pub fn openat_nofollow(
+pub(crate) fn openat_nofollow(
     dir: BorrowedFd<'_>,
     name: &CStr,
     flags: i32,
@@ -101,18 +121,34 @@ impl ConfinedRoot {
         })
     }
 
+    /// Opens `path` inside the root with open(2) `flags` (`O_CLOEXEC` is always added);
+    /// symlinks are followed, confined to the root. A missing file is `ENOENT`.
+    pub fn open_file(&self, path: &Path, flags: i32) -> io::Result<OwnedFd> {
+        self.resolve(path.as_os_str().as_bytes(), flags)
+    }
+
+    /// Opens directory `path` inside the root (an `O_PATH | O_DIRECTORY` fd), creating what is
+    /// missing, as `mkdir -p` in a chroot would: new directories get mode 0755 whatever the
+    /// umask, and, with `owner` `Some((uid, gid))`, that owner (not following symlinks; a
+    /// chown the caller may not do, rootless with an unmapped id, is logged and ignored). A
+    /// component that exists and is not a directory is `ENOTDIR`; a dangling symlink
+    /// component creates its target inside the root.
+    pub fn create_dir_all(&self, path: &Path, owner: Option<(u32, u32)>) -> io::Result<OwnedFd> {
+        self.resolve_dir(path.as_os_str().as_bytes(), true, owner)
+    }
+
     /// Forgets the cached parent, after an entry may have replaced a directory.
-    pub fn invalidate(&mut self) {
+    pub(crate) fn invalidate(&mut self) {
         self.cached_parent = None;
     }
 
     /// Resolves a (clean, relative) directory path inside the root, creating missing
     /// components with mode 0755 as tar does for implicit parents. Returns a new fd of the
     /// (cached) directory, so callers may keep it while the cache moves on.
-    pub fn parent_dir(&mut self, dir: &[u8]) -> io::Result<OwnedFd> {
+    pub(crate) fn parent_dir(&mut self, dir: &[u8]) -> io::Result<OwnedFd> {
         let hit = matches!(&self.cached_parent, Some((p, _)) if p.as_slice() == dir);
         if !hit {
-            let fd = self.resolve_dir(dir, true)?;
+            let fd = self.resolve_dir(dir, true, None)?;
             self.cached_parent = Some((dir.to_vec(), fd));
         }
         match &self.cached_parent {
@@ -122,17 +158,22 @@ impl ConfinedRoot {
     }
 
     /// Resolves an existing path inside the root to an O_PATH fd (symlinks followed, confined).
-    pub fn resolve(&self, path: &[u8], flags: i32) -> io::Result<OwnedFd> {
+    pub(crate) fn resolve(&self, path: &[u8], flags: i32) -> io::Result<OwnedFd> {
         let c = cstring(if path.is_empty() { b"." } else { path })?;
         openat2_in_root(self.root.as_fd(), &c, flags)
     }
 
-    fn resolve_dir(&self, dir: &[u8], create: bool) -> io::Result<OwnedFd> {
+    fn resolve_dir(
+        &self,
+        dir: &[u8],
+        create: bool,
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<OwnedFd> {
         match self.resolve(dir, libc::O_PATH | libc::O_DIRECTORY) {
             Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {}
             other => return other,
         }
-        self.create_dir_all(dir)
+        self.walk_creating(dir, owner)
     }
 
     /// Walks `dir` one component at a time, creating what is missing with mode 0755, and
@@ -140,7 +181,7 @@ impl ConfinedRoot {
     /// root, `..` never climbs above it. So `evil -> /etc` then `evil/x` creates `<root>/etc/x`,
     /// as a chroot would. Every step looks up one name relative to a directory fd without
     /// following it, so nothing outside the root is ever opened, let alone created.
-    fn create_dir_all(&self, dir: &[u8]) -> io::Result<OwnedFd> {
+    fn walk_creating(&self, dir: &[u8], owner: Option<(u32, u32)>) -> io::Result<OwnedFd> {
         /// Linux's limit on symlinks followed in one lookup.
         const MAX_LINKS: u32 = 40;
         let mut pending: std::collections::VecDeque<Vec<u8>> =
@@ -170,7 +211,18 @@ impl ConfinedRoot {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !just_created => {
                     match crate::sys::mkdirat(current, &name, 0o755) {
                         // Exactly 0755 whatever the umask, as tar does for implicit parents.
-                        Ok(()) => crate::sys::fchmodat(current, &name, 0o755)?,
+                        Ok(()) => {
+                            crate::sys::fchmodat(current, &name, 0o755)?;
+                            if let Some((uid, gid)) = owner {
+                                if let Err(e) = crate::sys::lchownat(current, &name, uid, gid) {
+                                    tracing::debug!(
+                                        dir = %String::from_utf8_lossy(&component),
+                                        %e,
+                                        "could not chown a new directory"
+                                    );
+                                }
+                            }
+                        }
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                         Err(e) => return Err(e),
                     }

@@ -17,6 +17,7 @@ pub mod store;
 mod sys;
 pub mod verify;
 
+pub use confined::ConfinedRoot;
 pub use digest::{Digest, DigestError};
 pub use extract::{ExtractError, ExtractOptions, ExtractStats, OverlayXattrs, Ownership};
 pub use gc::{GcOptions, GcReport, Kept};
