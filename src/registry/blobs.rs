@@ -1,10 +1,12 @@
 //! Blobs: a small one (a config) fetched whole and checked, a large one (a layer) streamed
 //! into a channel, resumed with a Range request after a broken or stalled connection.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
-use reqwest::StatusCode;
 use reqwest::header::RANGE;
+use reqwest::{Response, StatusCode};
 use tokio::sync::mpsc;
 
 use super::client::RegistryClient;
@@ -74,21 +76,90 @@ impl RegistryClient {
         size: Option<u64>,
         limit: u64,
         sink: mpsc::Sender<Bytes>,
-        progress: impl Fn(u64),
+        progress: impl Fn(u64) + Send + Sync,
     ) -> Result<(), RegistryError> {
         let policy = self.inner.policy;
-        let mut offset = 0u64;
-        let mut failures = 0u32;
-        let mut host_idx = 0;
-        let fail = |reason: String| RegistryError::Download {
-            digest: *digest,
-            registry: registry.to_owned(),
-            reason,
+        let mut fetch = BlobFetch {
+            client: self,
+            hosts,
+            registry,
+            repository,
+            digest,
+            size,
+            limit,
+            host_idx: 0,
+            offset: 0,
         };
+        let mut failures = 0u32;
         loop {
-            let host = &hosts[host_idx.min(hosts.len() - 1)];
+            let resp = fetch.request_from_offset().await?;
+            let end = fetch
+                .stream_into_sink(resp, &sink, &progress, policy.stall_timeout)
+                .await?;
+            let reason = match (end, size) {
+                (StreamEnd::SinkClosed, _) => return Ok(()),
+                (_, Some(size)) if fetch.offset == size => return Ok(()),
+                (StreamEnd::Ended, None) => return Ok(()),
+                (StreamEnd::Broken(reason), _) => reason,
+                (StreamEnd::Ended, Some(_)) => {
+                    format!("connection closed after {} bytes", fetch.offset)
+                }
+            };
+            failures += 1;
+            if failures >= policy.attempts {
+                return Err(fetch.fail(format!("{reason}; gave up after {failures} attempts")));
+            }
+            tracing::warn!(%digest, offset = fetch.offset, reason, "blob download interrupted, resuming");
+            tokio::time::sleep(backoff(policy, failures)).await;
+        }
+    }
+}
+
+/// One blob download in progress: what, from where, how much may come, how far it got.
+struct BlobFetch<'a> {
+    client: &'a RegistryClient,
+    hosts: &'a [String],
+    registry: &'a str,
+    repository: &'a str,
+    digest: &'a Digest,
+    /// The size the manifest announced, if any.
+    size: Option<u64>,
+    /// More than this is an error.
+    limit: u64,
+    /// The host in use: a mirror that fails before the first byte gives way to the next host.
+    host_idx: usize,
+    /// Bytes delivered to the sink so far.
+    offset: u64,
+}
+
+/// How one response's body ended.
+enum StreamEnd {
+    /// The body ended: complete or short, the size tells.
+    Ended,
+    /// The connection broke or stalled.
+    Broken(String),
+    /// The consumer hung up (it failed and reports why).
+    SinkClosed,
+}
+
+impl BlobFetch<'_> {
+    fn fail(&self, reason: String) -> RegistryError {
+        RegistryError::Download {
+            digest: *self.digest,
+            registry: self.registry.to_owned(),
+            reason,
+        }
+    }
+
+    /// GET the blob from the current offset (a Range request once some of it arrived); before
+    /// the first byte, a mirror's failure moves on to the next host.
+    async fn request_from_offset(&mut self) -> Result<Response, RegistryError> {
+        let (repository, digest, offset) = (self.repository, self.digest, self.offset);
+        loop {
+            let host = &self.hosts[self.host_idx.min(self.hosts.len() - 1)];
             let resp = self
-                .send(host, registry, repository, |ep| {
+                .client
+                .send(host, self.registry, repository, |ep| {
                     let req = ep
                         .http
                         .get(format!("{}/v2/{repository}/blobs/{digest}", ep.base));
@@ -103,83 +174,66 @@ impl RegistryClient {
                 Ok(r) => check_status(r, host, repository, &format!("blob {digest}")).await,
                 Err(e) => Err(e),
             };
-            let resp = match resp {
-                Ok(r) => r,
-                Err(
-                    e @ (RegistryError::NotFound { .. }
-                    | RegistryError::Unreachable { .. }
-                    | RegistryError::Status { .. }),
-                ) if host_idx + 1 < hosts.len() && offset == 0 => {
+            match resp {
+                Ok(r) => return Ok(r),
+                Err(e)
+                    if e.next_host_may_help()
+                        && self.host_idx + 1 < self.hosts.len()
+                        && offset == 0 =>
+                {
                     tracing::info!(mirror = %host, error = %e, "mirror failed, trying the next host");
-                    host_idx += 1;
-                    continue;
+                    self.host_idx += 1;
                 }
                 Err(e) => return Err(e),
-            };
-            // A server that ignores Range restarts from 0: skip what we already have.
-            let mut skip = if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
-                offset
-            } else {
-                0
-            };
-            let mut stream = resp.bytes_stream();
-            let mut broken = None;
-            loop {
-                match tokio::time::timeout(policy.stall_timeout, stream.next()).await {
-                    Err(_) => {
-                        broken = Some(format!("no data for {:?}", policy.stall_timeout));
-                        break;
-                    }
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => {
-                        broken = Some(error_chain(&e));
-                        break;
-                    }
-                    Ok(Some(Ok(mut chunk))) => {
-                        if skip > 0 {
-                            let n = (skip as usize).min(chunk.len());
-                            chunk = chunk.slice(n..);
-                            skip -= n as u64;
-                        }
-                        if chunk.is_empty() {
-                            continue;
-                        }
-                        offset += chunk.len() as u64;
-                        if offset > limit {
-                            return Err(RegistryError::TooLarge {
-                                what: format!("blob {digest}"),
-                                limit,
-                            });
-                        }
-                        if size.is_some_and(|s| offset > s) {
-                            return Err(fail(format!(
-                                "more data than the {} bytes announced",
-                                size.unwrap_or(limit)
-                            )));
-                        }
-                        progress(chunk.len() as u64);
-                        if sink.send(chunk).await.is_err() {
-                            // The consumer stopped (it failed and reports why).
-                            return Ok(());
-                        }
-                    }
-                }
             }
-            let complete = match size {
-                Some(s) => offset == s,
-                None => broken.is_none(),
+        }
+    }
+
+    /// Copies the body into `sink`, chunk by chunk, advancing the offset; a stream silent for
+    /// `stall_timeout` counts as broken. More than the limit or the announced size is an error.
+    async fn stream_into_sink(
+        &mut self,
+        resp: Response,
+        sink: &mpsc::Sender<Bytes>,
+        progress: &impl Fn(u64),
+        stall_timeout: Duration,
+    ) -> Result<StreamEnd, RegistryError> {
+        // A server that ignores Range restarts from 0: skip what we already have.
+        let mut skip = if self.offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
+            self.offset
+        } else {
+            0
+        };
+        let mut stream = resp.bytes_stream();
+        loop {
+            let mut chunk = match tokio::time::timeout(stall_timeout, stream.next()).await {
+                Err(_) => return Ok(StreamEnd::Broken(format!("no data for {stall_timeout:?}"))),
+                Ok(None) => return Ok(StreamEnd::Ended),
+                Ok(Some(Err(e))) => return Ok(StreamEnd::Broken(error_chain(&e))),
+                Ok(Some(Ok(chunk))) => chunk,
             };
-            if complete {
-                return Ok(());
+            if skip > 0 {
+                let n = (skip as usize).min(chunk.len());
+                chunk = chunk.slice(n..);
+                skip -= n as u64;
             }
-            failures += 1;
-            let reason =
-                broken.unwrap_or_else(|| format!("connection closed after {offset} bytes"));
-            if failures >= policy.attempts {
-                return Err(fail(format!("{reason}; gave up after {failures} attempts")));
+            if chunk.is_empty() {
+                continue;
             }
-            tracing::warn!(%digest, offset, reason, "blob download interrupted, resuming");
-            tokio::time::sleep(backoff(policy, failures)).await;
+            self.offset += chunk.len() as u64;
+            if self.offset > self.limit {
+                return Err(RegistryError::TooLarge {
+                    what: format!("blob {}", self.digest),
+                    limit: self.limit,
+                });
+            }
+            if let Some(size) = self.size.filter(|s| self.offset > *s) {
+                return Err(self.fail(format!("more data than the {size} bytes announced")));
+            }
+            progress(chunk.len() as u64);
+            if sink.send(chunk).await.is_err() {
+                return Ok(StreamEnd::SinkClosed);
+            }
         }
     }
 }

@@ -105,6 +105,17 @@ pub enum RegistryError {
     },
 }
 
+impl RegistryError {
+    /// Whether another host (the next mirror, or the registry itself) may succeed where this
+    /// one failed: not found there, unreachable, or an unexpected status.
+    pub(super) fn next_host_may_help(&self) -> bool {
+        matches!(
+            self,
+            Self::NotFound { .. } | Self::Unreachable { .. } | Self::Status { .. }
+        )
+    }
+}
+
 /// Retry and timeout policy.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {

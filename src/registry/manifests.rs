@@ -37,11 +37,7 @@ impl RegistryClient {
             {
                 Ok(m) => return Ok(m),
                 // Only a mirror's failure falls through to the next host.
-                Err(
-                    e @ (RegistryError::NotFound { .. }
-                    | RegistryError::Unreachable { .. }
-                    | RegistryError::Status { .. }),
-                ) if i + 1 < hosts.len() => {
+                Err(e) if e.next_host_may_help() && i + 1 < hosts.len() => {
                     tracing::info!(mirror = %host, error = %e, "mirror failed, trying the next host");
                     last = Some(e);
                 }
