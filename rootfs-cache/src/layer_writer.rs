@@ -109,6 +109,9 @@ pub enum StreamError {
     /// Reading or decompressing failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The extraction side stopped reading (it failed, and its error is the one to report).
+    #[error("extraction stopped reading the layer")]
+    ExtractionStopped,
 }
 
 const CHUNK: usize = 256 * 1024;
@@ -192,7 +195,7 @@ fn decode<R: Read>(
         chunk.truncate(filled);
         if tx.send(Ok(chunk)).is_err() {
             // The extractor stopped on an error of its own, which is what gets reported.
-            return Err(io::Error::other("extraction stopped").into());
+            return Err(StreamError::ExtractionStopped);
         }
     }
     let (diff_id, size) = tar.finish()?;

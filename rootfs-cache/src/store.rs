@@ -56,6 +56,18 @@ pub enum StoreError {
         #[source]
         source: ExtractError,
     },
+    /// The layer could not be written into the store (the disk is full, say); nothing was
+    /// committed, and the partly written staging directory is gone.
+    #[error("layer {layer}: writing into {path}: {source}; nothing was committed")]
+    Write {
+        /// The layer (its compressed digest).
+        layer: Digest,
+        /// The staging directory in the store's tmp/ it was being unpacked into.
+        path: PathBuf,
+        /// The entry and the OS error.
+        #[source]
+        source: Box<ExtractError>,
+    },
     /// The layer stream could not be read or decompressed; nothing was committed.
     #[error("layer {layer}: {source}; nothing was committed")]
     Stream {
@@ -500,16 +512,15 @@ impl LayerWriter<'_> {
         let decoded = decoder
             .join()
             .unwrap_or_else(|_| Err(StreamError::Io(io::Error::other("decoder thread panicked"))));
-        // A stream error explains an extraction error (a truncated tar is a broken download).
+        // A stream error explains an extraction error (a truncated tar is a broken download),
+        // unless the stream only stopped because extraction did: then extraction's error is
+        // the cause (a full disk must not read as a broken stream).
         let digests = match (decoded, extracted) {
+            (Err(StreamError::ExtractionStopped) | Ok(_), Err(source)) => {
+                return Err(extract_failure(*digest, staging, source));
+            }
             (Err(source), _) => {
                 return Err(StoreError::Stream {
-                    layer: *digest,
-                    source,
-                });
-            }
-            (Ok(_), Err(source)) => {
-                return Err(StoreError::Extract {
                     layer: *digest,
                     source,
                 });
@@ -553,6 +564,25 @@ impl LayerWriter<'_> {
         let target = store.layer_base(&self.diff_id);
         fs::rename(staging, &target).map_err(io_err("committing layer", &target))?;
         Ok(record)
+    }
+}
+
+/// An extraction failure: the store's filesystem or the host failing (a full disk, a quota, a
+/// read-only store) names the staging directory; a layer refused for what it contains (an
+/// unsafe name, a symlink loop) does not need to.
+fn extract_failure(layer: Digest, staging: &Path, source: ExtractError) -> StoreError {
+    let store_side = matches!(
+        &source,
+        ExtractError::Io { source, .. } if extract::is_host_failure(source)
+    );
+    if store_side {
+        StoreError::Write {
+            layer,
+            path: staging.join("fs"),
+            source: Box::new(source),
+        }
+    } else {
+        StoreError::Extract { layer, source }
     }
 }
 

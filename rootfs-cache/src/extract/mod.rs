@@ -181,6 +181,24 @@ pub enum ExtractError {
     },
 }
 
+/// Whether an OS error is the store's filesystem or the host failing (a full disk, a quota, a
+/// read-only or broken filesystem, a resource limit) rather than something the layer contains.
+pub(crate) fn is_host_failure(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENOSPC
+                | libc::EDQUOT
+                | libc::EROFS
+                | libc::EIO
+                | libc::EFBIG
+                | libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+        )
+    )
+}
+
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -463,6 +481,11 @@ impl Extractor {
             sys::linkat(target_dir.as_fd(), &target_base, dir, &base)
         })
         .map_err(|e| match e.raw_os_error() {
+            _ if is_host_failure(&e) => ExtractError::Io {
+                path: lossy(raw),
+                op: "link",
+                source: e,
+            },
             Some(libc::ENOENT) => bad("is not in this layer".into()),
             Some(libc::EPERM) => bad("is a directory or not linkable".into()),
             _ => bad(e.to_string()),
