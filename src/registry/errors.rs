@@ -23,6 +23,16 @@ pub enum RegistryError {
         /// The last error.
         reason: String,
     },
+    /// The registry's name does not resolve: permanent, not retried.
+    #[error(
+        "cannot reach registry {registry}: the name does not resolve (check the name, and this machine's DNS settings): {reason}"
+    )]
+    Unresolvable {
+        /// host[:port].
+        registry: String,
+        /// The resolver's answer.
+        reason: String,
+    },
     /// Credentials missing or refused.
     #[error(
         "{registry}/{repository}: authentication required or access denied (run `skiff login {registry}`, or check the repository name)"
@@ -111,7 +121,10 @@ impl RegistryError {
     pub(super) fn next_host_may_help(&self) -> bool {
         matches!(
             self,
-            Self::NotFound { .. } | Self::Unreachable { .. } | Self::Status { .. }
+            Self::NotFound { .. }
+                | Self::Unreachable { .. }
+                | Self::Unresolvable { .. }
+                | Self::Status { .. }
         )
     }
 }
@@ -156,6 +169,36 @@ pub(super) fn untrusted(host: &str, e: &reqwest::Error) -> RegistryError {
             error_chain(e)
         ),
     }
+}
+
+/// Whether a request failed because the host name does not resolve: hyper-util's connector
+/// says "dns error", the system resolver "failed to lookup address information".
+pub(super) fn is_dns_error(e: &reqwest::Error) -> bool {
+    causes(e).any(|cause| {
+        let text = cause.to_string();
+        text == "dns error"
+            || text.contains("failed to lookup address information")
+            || text.contains("Name or service not known")
+            || text.contains("No address associated with hostname")
+    })
+}
+
+/// The error for a host whose name does not resolve, with the resolver's own words.
+pub(super) fn unresolvable(host: &str, e: &reqwest::Error) -> RegistryError {
+    let reason = causes(e)
+        .last()
+        .map_or_else(|| e.to_string(), |cause| cause.to_string());
+    RegistryError::Unresolvable {
+        registry: host.to_owned(),
+        reason,
+    }
+}
+
+/// An error and its sources, outermost first.
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
 }
 
 pub(super) async fn check_status(

@@ -8,7 +8,9 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::auth::parse_challenge;
 use super::client::RegistryClient;
-use super::errors::{RegistryError, RetryPolicy, is_certificate_error, untrusted};
+use super::errors::{
+    RegistryError, RetryPolicy, is_certificate_error, is_dns_error, unresolvable, untrusted,
+};
 use super::transport::Endpoint;
 use crate::error_chain;
 
@@ -33,6 +35,8 @@ impl RegistryClient {
             }
             let delay = match req.send().await {
                 Err(e) if is_certificate_error(&e) => return Err(untrusted(host, &e)),
+                // A name that does not resolve now will not in a second either.
+                Err(e) if is_dns_error(&e) => return Err(unresolvable(host, &e)),
                 Err(e) => {
                     if attempt >= policy.attempts {
                         return Err(RegistryError::Unreachable {

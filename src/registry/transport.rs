@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use reqwest::Response;
 
 use super::client::RegistryClient;
-use super::errors::{RegistryError, is_certificate_error, untrusted};
+use super::errors::{RegistryError, is_certificate_error, is_dns_error, unresolvable, untrusted};
 use crate::error_chain;
 
 /// How to reach one host: its base URL and the client trusting its CAs.
@@ -82,6 +82,9 @@ impl RegistryClient {
                 Ok(_) => https,
                 Err(https_err) if is_certificate_error(&https_err) => {
                     return Err(untrusted(host, &https_err));
+                }
+                Err(https_err) if is_dns_error(&https_err) => {
+                    return Err(unresolvable(host, &https_err));
                 }
                 Err(https_err) => {
                     let plain = Endpoint {
