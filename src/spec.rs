@@ -6,75 +6,78 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use libcontainer::oci_spec::runtime::Spec;
-use serde_json::{Value, json};
-
+use oci_spec::OciSpecError;
 use oci_spec::image::Config as RunConfig;
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, Process,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
 
 /// docker's PATH when the image has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// docker's default capability set.
-pub const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
+/// docker's default capability set, in docker's order.
+pub const DEFAULT_CAPS: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
 ];
 
 /// Every capability the kernel may know, for `--cap-add ALL`.
-const ALL_CAPS: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
+const ALL_CAPS: [Capability; 41] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::DacReadSearch,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
+    Capability::LinuxImmutable,
+    Capability::NetBindService,
+    Capability::NetBroadcast,
+    Capability::NetAdmin,
+    Capability::NetRaw,
+    Capability::IpcLock,
+    Capability::IpcOwner,
+    Capability::SysModule,
+    Capability::SysRawio,
+    Capability::SysChroot,
+    Capability::SysPtrace,
+    Capability::SysPacct,
+    Capability::SysAdmin,
+    Capability::SysBoot,
+    Capability::SysNice,
+    Capability::SysResource,
+    Capability::SysTime,
+    Capability::SysTtyConfig,
+    Capability::Mknod,
+    Capability::Lease,
+    Capability::AuditWrite,
+    Capability::AuditControl,
+    Capability::Setfcap,
+    Capability::MacOverride,
+    Capability::MacAdmin,
+    Capability::Syslog,
+    Capability::WakeAlarm,
+    Capability::BlockSuspend,
+    Capability::AuditRead,
+    Capability::Perfmon,
+    Capability::Bpf,
+    Capability::CheckpointRestore,
 ];
 
 /// /proc and /sys paths docker hides.
@@ -100,6 +103,72 @@ const READONLY_PATHS: [&str; 5] = [
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
+
+/// One mount of the table below: (destination, type, source, options).
+type MountRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+);
+
+/// The mounts every container gets, as docker sets them up. /dev/pts gains `gid=5` when the
+/// tty group is mapped, and /sys is a read-only bind of the host's when a rootless container
+/// shares the host network (see [`default_mounts`]).
+const DEFAULT_MOUNTS: [MountRow; 6] = [
+    ("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+    (
+        "/dev",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "strictatime", "mode=755", "size=65536k"],
+    ),
+    (
+        "/dev/pts",
+        "devpts",
+        "devpts",
+        &[
+            "nosuid",
+            "noexec",
+            "newinstance",
+            "ptmxmode=0666",
+            "mode=0620",
+        ],
+    ),
+    (
+        "/dev/shm",
+        "tmpfs",
+        "shm",
+        &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+    ),
+    (
+        "/dev/mqueue",
+        "mqueue",
+        "mqueue",
+        &["nosuid", "noexec", "nodev"],
+    ),
+    (
+        "/sys",
+        "sysfs",
+        "sysfs",
+        &["nosuid", "noexec", "nodev", "ro"],
+    ),
+];
+
+/// The /sys of a rootless container on the host network: sysfs needs a network namespace owned
+/// by the user namespace, so the host's is bound instead.
+const SYS_BIND: MountRow = (
+    "/sys",
+    "none",
+    "/sys",
+    &["rbind", "nosuid", "noexec", "nodev", "ro"],
+);
+
+/// Options of a `-v` bind mount (`ro` added for `:ro`) and of the /etc files skiff supplies.
+const BIND_OPTIONS: [&str; 2] = ["rbind", "rprivate"];
+
+/// Options every `--tmpfs` mount starts with.
+const TMPFS_OPTIONS: [&str; 3] = ["nosuid", "nodev", "noexec"];
 
 /// Errors turning an image config and run options into a runtime spec (exit code 125).
 #[derive(Debug, thiserror::Error)]
@@ -132,9 +201,26 @@ pub enum SpecError {
         #[source]
         source: std::io::Error,
     },
-    /// The assembled spec was rejected by the runtime spec types.
-    #[error("building the runtime spec: {0}")]
-    Build(#[source] serde_json::Error),
+    /// A `--cap-add`/`--cap-drop` name that is no capability.
+    #[error(
+        "unknown capability {0:?} (--cap-add and --cap-drop take names such as NET_ADMIN or \
+         CAP_NET_ADMIN, or ALL)"
+    )]
+    UnknownCapability(String),
+    /// The runtime spec types rejected a part of the spec.
+    #[error("building the runtime spec ({part}): {source}")]
+    Build {
+        /// Which part.
+        part: &'static str,
+        /// Why.
+        #[source]
+        source: OciSpecError,
+    },
+}
+
+/// Maps an oci-spec builder error to [`SpecError::Build`] naming the `part` built.
+fn built<T>(part: &'static str, result: Result<T, OciSpecError>) -> Result<T, SpecError> {
+    result.map_err(|source| SpecError::Build { part, source })
 }
 
 /// The container's network.
@@ -413,44 +499,57 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<User, SpecE
     })
 }
 
-/// The capability set: docker's defaults with `--cap-add`/`--cap-drop` applied.
-pub fn capabilities(add: &[String], drop: &[String]) -> Result<Vec<String>, SpecError> {
-    let norm = |c: &str| -> Result<String, SpecError> {
-        let up = c.to_ascii_uppercase();
-        let name = if up.starts_with("CAP_") {
-            up
-        } else {
-            format!("CAP_{up}")
-        };
-        if name == "CAP_ALL" || ALL_CAPS.contains(&name.as_str()) {
-            Ok(name)
-        } else {
-            Err(SpecError::Invalid {
-                what: "capability",
-                value: c.to_owned(),
-                reason: "unknown capability".into(),
-            })
-        }
+/// A `--cap-add`/`--cap-drop` argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapArg {
+    /// `ALL`.
+    All,
+    /// One capability.
+    One(Capability),
+}
+
+/// Parses a capability name as docker does: `NET_ADMIN` or `CAP_NET_ADMIN`, in any case, or
+/// `ALL`.
+pub fn parse_capability(name: &str) -> Result<CapArg, SpecError> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    if bare == "ALL" {
+        return Ok(CapArg::All);
+    }
+    bare.parse::<Capability>()
+        .map(CapArg::One)
+        .map_err(|_| SpecError::UnknownCapability(name.to_owned()))
+}
+
+/// The capability set: docker's defaults with `--cap-drop` then `--cap-add` applied, in
+/// docker's order with added ones last.
+pub fn capabilities(add: &[String], drop: &[String]) -> Result<Vec<Capability>, SpecError> {
+    let parse = |names: &[String]| -> Result<Vec<CapArg>, SpecError> {
+        names.iter().map(|n| parse_capability(n)).collect()
     };
-    let add: Vec<String> = add.iter().map(|c| norm(c)).collect::<Result<_, _>>()?;
-    let drop: Vec<String> = drop.iter().map(|c| norm(c)).collect::<Result<_, _>>()?;
-    let mut caps: Vec<String> = if drop.iter().any(|c| c == "CAP_ALL") {
+    let add = parse(add)?;
+    let drop = parse(drop)?;
+    let mut caps: Vec<Capability> = if drop.contains(&CapArg::All) {
         Vec::new()
     } else {
         DEFAULT_CAPS
-            .iter()
-            .filter(|c| !drop.iter().any(|d| d == *c))
-            .map(|c| (*c).to_owned())
+            .into_iter()
+            .filter(|c| !drop.contains(&CapArg::One(*c)))
             .collect()
     };
-    let extra: Vec<&str> = if add.iter().any(|c| c == "CAP_ALL") {
+    let extra: Vec<Capability> = if add.contains(&CapArg::All) {
         ALL_CAPS.to_vec()
     } else {
-        add.iter().map(String::as_str).collect()
+        add.iter()
+            .filter_map(|a| match a {
+                CapArg::One(c) => Some(*c),
+                CapArg::All => None,
+            })
+            .collect()
     };
     for c in extra {
-        if !caps.iter().any(|x| x == c) {
-            caps.push(c.to_owned());
+        if !caps.contains(&c) {
+            caps.push(c);
         }
     }
     Ok(caps)
@@ -473,7 +572,169 @@ pub struct SpecContext {
     pub tty_gid_mapped: bool,
 }
 
+/// One mount from a table row.
+fn mount(row: MountRow) -> Result<Mount, SpecError> {
+    let (destination, typ, source, options) = row;
+    built(
+        "mount",
+        MountBuilder::default()
+            .destination(destination)
+            .typ(typ)
+            .source(source)
+            .options(options.iter().map(|o| (*o).to_owned()).collect::<Vec<_>>())
+            .build(),
+    )
+}
+
+/// A bind mount of `source` on `destination`.
+fn bind(source: &Path, destination: &str, read_only: bool) -> Result<Mount, SpecError> {
+    let mut options: Vec<String> = BIND_OPTIONS.iter().map(|o| (*o).to_owned()).collect();
+    if read_only {
+        options.push("ro".into());
+    }
+    built(
+        "bind mount",
+        MountBuilder::default()
+            .destination(destination)
+            .typ("none")
+            .source(source)
+            .options(options)
+            .build(),
+    )
+}
+
+/// The mounts every container gets ([`DEFAULT_MOUNTS`]), adapted to this one.
+fn default_mounts(ctx: &SpecContext, network: Network) -> Result<Vec<Mount>, SpecError> {
+    let mut out = Vec::with_capacity(DEFAULT_MOUNTS.len());
+    for row in DEFAULT_MOUNTS {
+        let mut m = match row.0 {
+            "/sys" if ctx.rootless && network == Network::Host => mount(SYS_BIND)?,
+            _ => mount(row)?,
+        };
+        if row.0 == "/dev/pts"
+            && ctx.tty_gid_mapped
+            && let Some(options) = m.options_mut()
+        {
+            options.push("gid=5".into());
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// A `--tmpfs /path[:options]` mount.
+fn tmpfs(arg: &str) -> Result<Mount, SpecError> {
+    let (destination, extra) = arg.split_once(':').unwrap_or((arg, ""));
+    if !destination.starts_with('/') {
+        return Err(SpecError::Invalid {
+            what: "tmpfs",
+            value: arg.to_owned(),
+            reason: "the path must be absolute".into(),
+        });
+    }
+    let options: Vec<String> = TMPFS_OPTIONS
+        .into_iter()
+        .chain(extra.split(',').filter(|o| !o.is_empty()))
+        .map(str::to_owned)
+        .collect();
+    built(
+        "tmpfs mount",
+        MountBuilder::default()
+            .destination(destination)
+            .typ("tmpfs")
+            .source("tmpfs")
+            .options(options)
+            .build(),
+    )
+}
+
+/// The process's capabilities: `caps` bounding; effective and permitted too for root (like
+/// docker, a non-root user keeps the bounding set but starts without effective caps).
+fn process_capabilities(caps: &[Capability], uid: u32) -> Result<LinuxCapabilities, SpecError> {
+    let bounding: Capabilities = caps.iter().copied().collect();
+    let effective = if uid == 0 {
+        bounding.clone()
+    } else {
+        Capabilities::new()
+    };
+    built(
+        "capabilities",
+        LinuxCapabilitiesBuilder::default()
+            .bounding(bounding)
+            .permitted(effective.clone())
+            .effective(effective)
+            .inheritable(Capabilities::new())
+            .ambient(Capabilities::new())
+            .build(),
+    )
+}
+
+/// The container's process.
+fn process(
+    argv: Vec<String>,
+    env: Vec<String>,
+    cwd: &str,
+    user: &User,
+    options: &RunOptions,
+) -> Result<Process, SpecError> {
+    let caps = capabilities(&options.cap_add, &options.cap_drop)?;
+    let oci_user = built(
+        "user",
+        UserBuilder::default()
+            .uid(user.uid)
+            .gid(user.gid)
+            .additional_gids(user.groups.clone())
+            .build(),
+    )?;
+    let mut process = built(
+        "process",
+        ProcessBuilder::default()
+            .terminal(options.tty)
+            .user(oci_user)
+            .args(argv)
+            .env(env)
+            .cwd(cwd)
+            .capabilities(process_capabilities(&caps, user.uid)?)
+            .no_new_privileges(true)
+            .build(),
+    )?;
+    // The builder starts from oci-spec's example process, whose RLIMIT_NOFILE of 1024 docker
+    // does not set: the payload inherits skiff's limits.
+    process.set_rlimits(None);
+    Ok(process)
+}
+
+/// The namespaces the container gets: its own pid, ipc, uts and mount, and network with
+/// `--network none`.
+fn namespaces(network: Network) -> Result<Vec<LinuxNamespace>, SpecError> {
+    let mut types = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ];
+    if network == Network::None {
+        types.push(LinuxNamespaceType::Network);
+    }
+    types
+        .into_iter()
+        .map(|typ| {
+            built(
+                "namespace",
+                LinuxNamespaceBuilder::default().typ(typ).build(),
+            )
+        })
+        .collect()
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
 /// Builds the runtime spec.
+///
+/// oci-spec's builders start from its own example config (youki's defaults), so everything
+/// skiff does not set is cleared here: no rlimits, no cgroup resources, no annotations.
 pub fn build(
     argv: Vec<String>,
     env: Vec<String>,
@@ -482,113 +743,46 @@ pub fn build(
     options: &RunOptions,
     ctx: &SpecContext,
 ) -> Result<Spec, SpecError> {
-    let caps = capabilities(&options.cap_add, &options.cap_drop)?;
-    // Like docker: a non-root user keeps the bounding set but starts without effective caps.
-    let effective: Vec<String> = if user.uid == 0 {
-        caps.clone()
-    } else {
-        Vec::new()
-    };
-    let mut devpts = vec![
-        "nosuid",
-        "noexec",
-        "newinstance",
-        "ptmxmode=0666",
-        "mode=0620",
-    ];
-    if ctx.tty_gid_mapped {
-        devpts.push("gid=5");
-    }
-    let sys = if ctx.rootless && options.network == Network::Host {
-        // sysfs needs a network namespace owned by the user namespace: bind the host's.
-        json!({"destination": "/sys", "type": "none", "source": "/sys",
-               "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
-    } else {
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-               "options": ["nosuid", "noexec", "nodev", "ro"]})
-    };
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc",
-               "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-               "options": devpts}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-               "options": ["nosuid", "noexec", "nodev"]}),
-        sys,
-    ];
-    for (source, dest) in &ctx.etc_files {
-        mounts.push(
-            json!({"destination": dest, "type": "none", "source": source,
-                           "options": ["rbind", "rprivate"]}),
-        );
+    let mut mounts = default_mounts(ctx, options.network)?;
+    for (source, destination) in &ctx.etc_files {
+        mounts.push(bind(source, destination, false)?);
     }
     for v in &options.volumes {
-        let mut opts = vec!["rbind", "rprivate"];
-        if v.read_only {
-            opts.push("ro");
-        }
-        mounts.push(
-            json!({"destination": v.container, "type": "none", "source": v.host,
-                           "options": opts}),
-        );
+        mounts.push(bind(&v.host, &v.container, v.read_only)?);
     }
     for t in &options.tmpfs {
-        let (dest, extra) = t.split_once(':').unwrap_or((t.as_str(), ""));
-        if !dest.starts_with('/') {
-            return Err(SpecError::Invalid {
-                what: "tmpfs",
-                value: t.clone(),
-                reason: "the path must be absolute".into(),
-            });
-        }
-        let mut opts = vec!["nosuid", "nodev", "noexec"];
-        opts.extend(extra.split(',').filter(|o| !o.is_empty()));
-        mounts.push(
-            json!({"destination": dest, "type": "tmpfs", "source": "tmpfs",
-                           "options": opts}),
-        );
+        mounts.push(tmpfs(t)?);
     }
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-    ];
-    if options.network == Network::None {
-        namespaces.push(json!({"type": "network"}));
-    }
-    let spec: Value = json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": options.tty,
-            "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.groups},
-            "args": argv,
-            "env": env,
-            "cwd": cwd,
-            "capabilities": {
-                "bounding": caps,
-                "permitted": effective,
-                "effective": effective,
-                "inheritable": [],
-                "ambient": [],
-            },
-            "noNewPrivileges": true,
-        },
-        "root": {"path": ctx.rootfs, "readonly": options.read_only},
-        "hostname": ctx.hostname,
-        "mounts": mounts,
-        "linux": {
-            "cgroupsPath": ctx.cgroups_path,
-            "namespaces": namespaces,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-        },
-    });
-    serde_json::from_value(spec).map_err(SpecError::Build)
+    let mut linux = built(
+        "linux",
+        LinuxBuilder::default()
+            .cgroups_path(PathBuf::from(&ctx.cgroups_path))
+            .namespaces(namespaces(options.network)?)
+            .masked_paths(strings(&MASKED_PATHS))
+            .readonly_paths(strings(&READONLY_PATHS))
+            .build(),
+    )?;
+    linux.set_resources(None);
+    let root = built(
+        "root",
+        RootBuilder::default()
+            .path(&ctx.rootfs)
+            .readonly(options.read_only)
+            .build(),
+    )?;
+    let mut spec = built(
+        "spec",
+        SpecBuilder::default()
+            .version("1.0.2")
+            .process(process(argv, env, cwd, user, options)?)
+            .root(root)
+            .hostname(ctx.hostname.clone())
+            .mounts(mounts)
+            .linux(linux)
+            .build(),
+    )?;
+    spec.set_annotations(None);
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -673,12 +867,233 @@ mod tests {
     }
 
     #[test]
+    fn capability_names_parse_as_docker_takes_them() {
+        for name in ["NET_ADMIN", "CAP_NET_ADMIN", "net_admin", "cap_Net_Admin"] {
+            assert_eq!(
+                parse_capability(name).unwrap(),
+                CapArg::One(Capability::NetAdmin),
+                "{name}"
+            );
+        }
+        assert_eq!(parse_capability("all").unwrap(), CapArg::All);
+        assert_eq!(parse_capability("CAP_ALL").unwrap(), CapArg::All);
+        assert_eq!(
+            parse_capability("SYS_TTY_CONFIG").unwrap(),
+            CapArg::One(Capability::SysTtyConfig)
+        );
+        for bad in ["bogus", "NetAdmin", "CAP_", ""] {
+            let err = parse_capability(bad).unwrap_err();
+            assert!(
+                matches!(&err, SpecError::UnknownCapability(n) if n == bad),
+                "{err}"
+            );
+        }
+        // Every capability of the ALL table parses back from its kernel name.
+        for c in ALL_CAPS {
+            assert_eq!(
+                parse_capability(&format!("CAP_{c}")).unwrap(),
+                CapArg::One(c)
+            );
+        }
+    }
+
+    #[test]
     fn capabilities_add_and_drop() {
         let caps = capabilities(&["net_admin".into()], &["CAP_KILL".into()]).unwrap();
-        assert!(caps.contains(&"CAP_NET_ADMIN".to_owned()));
-        assert!(!caps.contains(&"CAP_KILL".to_owned()));
+        assert!(caps.contains(&Capability::NetAdmin));
+        assert!(!caps.contains(&Capability::Kill));
         assert!(capabilities(&[], &["ALL".into()]).unwrap().is_empty());
-        assert!(capabilities(&["bogus".into()], &[]).is_err());
+        assert_eq!(capabilities(&["ALL".into()], &[]).unwrap().len(), 41);
+        assert!(matches!(
+            capabilities(&["bogus".into()], &[]),
+            Err(SpecError::UnknownCapability(_))
+        ));
+    }
+
+    fn context(rootless: bool) -> SpecContext {
+        SpecContext {
+            rootfs: PathBuf::from("rootfs"),
+            etc_files: vec![(PathBuf::from("/run/x/hosts"), "/etc/hosts")],
+            hostname: "box".into(),
+            cgroups_path: "/skiff/r1".into(),
+            rootless,
+            tty_gid_mapped: true,
+        }
+    }
+
+    fn root_user() -> User {
+        User {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+            home: "/root".into(),
+        }
+    }
+
+    fn destinations(spec: &Spec) -> Vec<String> {
+        spec.mounts()
+            .iter()
+            .flatten()
+            .map(|m| m.destination().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn built_spec_has_docker_defaults() {
+        let options = RunOptions {
+            volumes: vec![Volume::parse("/host:/data:ro").unwrap()],
+            tmpfs: vec!["/scratch:size=1m".into()],
+            ..Default::default()
+        };
+        let spec = build(
+            vec!["sh".into()],
+            vec!["PATH=/bin".into()],
+            "/",
+            &root_user(),
+            &options,
+            &context(false),
+        )
+        .unwrap();
+        let process = spec.process().as_ref().unwrap();
+        let caps = process.capabilities().as_ref().unwrap();
+        let default: Capabilities = DEFAULT_CAPS.into_iter().collect();
+        assert_eq!(caps.bounding().as_ref(), Some(&default));
+        assert_eq!(caps.effective().as_ref(), Some(&default));
+        assert_eq!(caps.permitted().as_ref(), Some(&default));
+        assert_eq!(caps.inheritable().as_ref(), Some(&Capabilities::new()));
+        assert_eq!(caps.ambient().as_ref(), Some(&Capabilities::new()));
+        assert_eq!(process.no_new_privileges(), Some(true));
+        assert_eq!(process.args().as_deref(), Some(&["sh".to_owned()][..]));
+        // Nothing of oci-spec's example config leaks in.
+        assert_eq!(process.rlimits(), &None);
+        assert_eq!(spec.annotations(), &None);
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.resources(), &None);
+        assert_eq!(linux.uid_mappings(), &None);
+        assert_eq!(
+            linux.masked_paths().as_deref(),
+            Some(&strings(&MASKED_PATHS)[..])
+        );
+        assert_eq!(
+            linux.readonly_paths().as_deref(),
+            Some(&strings(&READONLY_PATHS)[..])
+        );
+        let ns: Vec<_> = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .map(|n| n.typ())
+            .collect();
+        assert_eq!(
+            ns,
+            [
+                LinuxNamespaceType::Pid,
+                LinuxNamespaceType::Ipc,
+                LinuxNamespaceType::Uts,
+                LinuxNamespaceType::Mount
+            ]
+        );
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new("/skiff/r1"))
+        );
+        assert_eq!(
+            destinations(&spec),
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/sys",
+                "/etc/hosts",
+                "/data",
+                "/scratch"
+            ]
+        );
+        let mounts = spec.mounts().as_ref().unwrap();
+        assert_eq!(mounts[5].typ().as_deref(), Some("sysfs"));
+        assert!(mounts[2].options().iter().flatten().any(|o| o == "gid=5"));
+        assert_eq!(
+            mounts[7].options().as_deref(),
+            Some(&strings(&["rbind", "rprivate", "ro"])[..])
+        );
+        assert_eq!(
+            mounts[8].options().as_deref(),
+            Some(&strings(&["nosuid", "nodev", "noexec", "size=1m"])[..])
+        );
+        let root = spec.root().as_ref().unwrap();
+        assert_eq!(
+            (root.path().as_path(), root.readonly()),
+            (Path::new("rootfs"), Some(false))
+        );
+        assert_eq!(spec.hostname().as_deref(), Some("box"));
+    }
+
+    #[test]
+    fn variants_of_the_defaults() {
+        let user = User {
+            uid: 1000,
+            ..root_user()
+        };
+        let options = RunOptions {
+            network: Network::None,
+            tty: true,
+            cap_drop: vec!["ALL".into()],
+            cap_add: vec!["CAP_NET_RAW".into()],
+            ..Default::default()
+        };
+        let spec = build(
+            vec!["sh".into()],
+            vec![],
+            "/",
+            &user,
+            &options,
+            &context(true),
+        )
+        .unwrap();
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.terminal(), Some(true));
+        let caps = process.capabilities().as_ref().unwrap();
+        assert_eq!(
+            caps.bounding().as_ref(),
+            Some(&Capabilities::from([Capability::NetRaw]))
+        );
+        // A non-root user starts without effective capabilities.
+        assert_eq!(caps.effective().as_ref(), Some(&Capabilities::new()));
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(
+            linux
+                .namespaces()
+                .iter()
+                .flatten()
+                .any(|n| n.typ() == LinuxNamespaceType::Network)
+        );
+        // Rootless with its own network namespace: a real sysfs.
+        assert_eq!(
+            spec.mounts().as_ref().unwrap()[5].typ().as_deref(),
+            Some("sysfs")
+        );
+        // Rootless on the host network: the host's /sys bound read-only.
+        let host = build(
+            vec!["sh".into()],
+            vec![],
+            "/",
+            &user,
+            &RunOptions::default(),
+            &context(true),
+        )
+        .unwrap();
+        let sys = &host.mounts().as_ref().unwrap()[5];
+        assert_eq!(
+            (sys.typ().as_deref(), sys.source().as_deref()),
+            (Some("none"), Some(Path::new("/sys")))
+        );
+        let bad = RunOptions {
+            tmpfs: vec!["relative".into()],
+            ..Default::default()
+        };
+        assert!(build(vec!["sh".into()], vec![], "/", &user, &bad, &context(false)).is_err());
     }
 
     #[test]
