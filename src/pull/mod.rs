@@ -2,19 +2,18 @@
 //! layer at once (bounded), each streamed from the socket through both digests,
 //! decompression and extraction into the store, with no temporary file.
 
-use std::io::{self, Read};
+mod layers;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use rootfs_cache::{ImageLayer, ImageRecord, LayerSlot, RefRecord, Store, StoreError};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use rootfs_cache::{ImageLayer, ImageRecord, RefRecord, Store, StoreError};
 
 use crate::Digest;
 use crate::image::{self, Fetched, ImageManifest, MAX_CONFIG_BYTES, ManifestError, Platform};
-use crate::progress::{LayerEvent, Progress};
+use crate::progress::Progress;
 use crate::reference::Reference;
-use crate::registry::{FetchedManifest, RegistryClient, RegistryError};
+use crate::registry::{FetchedManifest, Registry, RegistryClient, RegistryError};
 
 /// Why a pull failed; the message names the image and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -89,15 +88,15 @@ pub struct PullReport {
 }
 
 /// One pull's context: where from, into what, for whom.
-struct Job<'a> {
-    client: &'a RegistryClient,
+struct Job<'a, R> {
+    client: &'a R,
     store: &'a Store,
     reference: &'a Reference,
     hosts: Vec<String>,
     name: String,
 }
 
-impl Job<'_> {
+impl<R> Job<'_, R> {
     fn registry_err(&self, source: RegistryError) -> PullError {
         PullError::Registry {
             reference: self.name.clone(),
@@ -145,6 +144,17 @@ pub(crate) async fn pull(
     options: &PullOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<PullReport, PullError> {
+    pull_from(client, store, reference, options, progress).await
+}
+
+/// [`pull`] from any [`Registry`].
+pub(crate) async fn pull_from<R: Registry + Clone + 'static>(
+    client: &R,
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<PullReport, PullError> {
     let started = Instant::now();
     let job = Job {
         client,
@@ -169,7 +179,7 @@ pub(crate) async fn pull(
     let resolved = fetch_config(&job, &want, index, fetched, manifest).await?;
     let hold = hold_layers(&job, &resolved)?;
     let (downloaded_layers, cached_layers, downloaded_bytes) =
-        pull_layers(&job, &resolved.layers, options, progress).await?;
+        layers::pull_layers(&job, &resolved.layers, options, progress).await?;
     record_image(&job, &resolved)?;
     hold.release().map_err(|e| job.store_err(e))?;
     Ok(PullReport {
@@ -184,8 +194,8 @@ pub(crate) async fn pull(
 }
 
 /// The manifest the reference names; through an index, the entry for `want`.
-async fn resolve_manifest(
-    job: &Job<'_>,
+async fn resolve_manifest<R: Registry>(
+    job: &Job<'_, R>,
     want: &Platform,
 ) -> Result<(Option<FetchedManifest>, FetchedManifest, ImageManifest), PullError> {
     let (registry, repository) = (job.reference.registry(), job.reference.repository());
@@ -228,8 +238,8 @@ async fn resolve_manifest(
 }
 
 /// Downloads the config (bounded), checks it against the manifest and the platform.
-async fn fetch_config(
-    job: &Job<'_>,
+async fn fetch_config<R: Registry>(
+    job: &Job<'_, R>,
     want: &Platform,
     index: Option<FetchedManifest>,
     fetched: FetchedManifest,
@@ -291,7 +301,10 @@ async fn fetch_config(
 
 /// Holds the layers as a run does, so that a concurrent gc cannot remove one committed before
 /// the image record that references it is written.
-fn hold_layers(job: &Job<'_>, resolved: &Resolved) -> Result<rootfs_cache::RunHold, PullError> {
+fn hold_layers<R>(
+    job: &Job<'_, R>,
+    resolved: &Resolved,
+) -> Result<rootfs_cache::RunHold, PullError> {
     static PULLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = PULLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let hold_id = format!(
@@ -306,7 +319,7 @@ fn hold_layers(job: &Job<'_>, resolved: &Resolved) -> Result<rootfs_cache::RunHo
 }
 
 /// Writes the blobs, the image record and the tag, once every layer is in the store.
-fn record_image(job: &Job<'_>, resolved: &Resolved) -> Result<(), PullError> {
+fn record_image<R>(job: &Job<'_, R>, resolved: &Resolved) -> Result<(), PullError> {
     let store = job.store;
     let err = |e| job.store_err(e);
     store
@@ -349,176 +362,6 @@ fn record_image(job: &Job<'_>, resolved: &Resolved) -> Result<(), PullError> {
             .map_err(err)?;
     }
     Ok(())
-}
-
-/// Every layer at once (bounded): cached ones are skipped, missing ones streamed into the
-/// store. The first failure stops the others. Returns (downloaded, cached, bytes).
-async fn pull_layers(
-    job: &Job<'_>,
-    layers: &[ImageLayer],
-    options: &PullOptions,
-    progress: &Arc<dyn Progress>,
-) -> Result<(usize, usize, u64), PullError> {
-    let limit = options
-        .max_concurrent
-        .unwrap_or(job.client.config().max_concurrent_downloads)
-        .max(1);
-    let permits = Arc::new(Semaphore::new(limit));
-    let mut tasks = tokio::task::JoinSet::new();
-    for layer in layers {
-        let source = LayerSource {
-            client: job.client.clone(),
-            hosts: job.hosts.clone(),
-            registry: job.reference.registry().to_owned(),
-            repository: job.reference.repository().to_owned(),
-        };
-        let (store, layer, permits, progress) = (
-            job.store.clone(),
-            layer.clone(),
-            permits.clone(),
-            progress.clone(),
-        );
-        progress.layer(&layer.digest, LayerEvent::Waiting { size: layer.size });
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            pull_layer(&source, store, &layer, progress.as_ref()).await
-        });
-    }
-    let (mut downloaded, mut cached, mut bytes) = (0, 0, 0);
-    let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(Some(n))) => {
-                downloaded += 1;
-                bytes += n;
-            }
-            Ok(Ok(None)) => cached += 1,
-            Ok(Err(e)) => {
-                if first_error.is_none() {
-                    first_error = Some(e);
-                    // One bad layer fails the pull: stop the others rather than finish them.
-                    tasks.abort_all();
-                }
-            }
-            Err(e) if e.is_cancelled() => {}
-            Err(e) => return Err(job.bad_image(format!("layer task failed: {e}"))),
-        }
-    }
-    match first_error {
-        Some(LayerError::Registry(source)) => Err(job.registry_err(source)),
-        Some(LayerError::Store(source)) => Err(job.store_err(source)),
-        None => Ok((downloaded, cached, bytes)),
-    }
-}
-
-enum LayerError {
-    Registry(RegistryError),
-    Store(StoreError),
-}
-
-/// Where a layer is downloaded from.
-struct LayerSource {
-    client: RegistryClient,
-    hosts: Vec<String>,
-    registry: String,
-    repository: String,
-}
-
-/// One layer: takes its lock on a blocking thread; if it is missing, streams the download
-/// into the store's writer. Returns the bytes downloaded, or None if it was cached.
-async fn pull_layer(
-    source: &LayerSource,
-    store: Store,
-    layer: &ImageLayer,
-    progress: &dyn Progress,
-) -> Result<Option<u64>, LayerError> {
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let (start_tx, start_rx) = oneshot::channel::<bool>();
-    let (digest, diff_id, media) = (layer.digest, layer.diff_id, layer.media_type.clone());
-    let writer = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
-        match store.begin_layer(&diff_id)? {
-            LayerSlot::Present(_) => {
-                let _ = start_tx.send(false);
-                Ok(false)
-            }
-            LayerSlot::Vacant(writer) => {
-                let _ = start_tx.send(true);
-                writer.write(
-                    &digest,
-                    &media,
-                    ChannelRead {
-                        rx,
-                        chunk: Bytes::new(),
-                    },
-                )?;
-                Ok(true)
-            }
-        }
-    });
-    let wanted = start_rx.await.unwrap_or(false);
-    let mut downloaded = 0u64;
-    let download = if wanted {
-        progress.layer(&layer.digest, LayerEvent::Downloading);
-        let counter = std::sync::atomic::AtomicU64::new(0);
-        let result = source
-            .client
-            .blob(
-                &source.hosts,
-                &source.registry,
-                &source.repository,
-                &layer.digest,
-                Some(layer.size),
-                u64::MAX,
-                tx,
-                |n| {
-                    counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    progress.layer(&layer.digest, LayerEvent::Advanced { bytes: n });
-                },
-            )
-            .await;
-        downloaded = counter.into_inner();
-        result
-    } else {
-        drop(tx);
-        Ok(())
-    };
-    let stored = writer.await.map_err(|e| {
-        LayerError::Store(StoreError::Io {
-            op: "layer writer",
-            path: Default::default(),
-            source: io::Error::other(e),
-        })
-    })?;
-    // A failed download explains a truncated stream better than the store's view of it.
-    download.map_err(LayerError::Registry)?;
-    if stored.map_err(LayerError::Store)? {
-        progress.layer(&layer.digest, LayerEvent::Complete);
-        Ok(Some(downloaded))
-    } else {
-        progress.layer(&layer.digest, LayerEvent::AlreadyExists);
-        Ok(None)
-    }
-}
-
-/// The blocking end of a download: what the store's writer reads.
-struct ChannelRead {
-    rx: mpsc::Receiver<Bytes>,
-    chunk: Bytes,
-}
-
-impl Read for ChannelRead {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.chunk = chunk,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk[..n]);
-        self.chunk = self.chunk.slice(n..);
-        Ok(n)
-    }
 }
 
 /// The image a reference names, from the store alone (no network): by digest, or by the

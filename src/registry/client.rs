@@ -3,11 +3,16 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
 use super::config::Config;
 use super::credentials::AuthFiles;
 use super::errors::{RegistryError, RetryPolicy, check_status};
 use super::session::AuthCache;
 use super::transport::Endpoints;
+use super::{FetchedManifest, Registry};
+use crate::Digest;
 
 /// A client for every registry an engine talks to.
 #[derive(Debug, Clone)]
@@ -62,5 +67,52 @@ impl RegistryClient {
             .send(host, host, "", |ep| ep.http.get(format!("{}/v2/", ep.base)))
             .await?;
         check_status(resp, host, "", "/v2/").await.map(|_| ())
+    }
+}
+
+impl Registry for RegistryClient {
+    fn hosts_for(&self, api_registry: &str, registry: &str, repository: &str) -> Vec<String> {
+        RegistryClient::hosts_for(self, api_registry, registry, repository)
+    }
+
+    fn max_concurrent_downloads(&self) -> usize {
+        self.config().max_concurrent_downloads
+    }
+
+    fn manifest(
+        &self,
+        hosts: &[String],
+        registry: &str,
+        repository: &str,
+        reference: &str,
+    ) -> impl Future<Output = Result<FetchedManifest, RegistryError>> + Send {
+        RegistryClient::manifest(self, hosts, registry, repository, reference)
+    }
+
+    fn small_blob(
+        &self,
+        hosts: &[String],
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, RegistryError>> + Send {
+        RegistryClient::small_blob(self, hosts, registry, repository, digest, limit)
+    }
+
+    fn blob(
+        &self,
+        hosts: &[String],
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        size: Option<u64>,
+        limit: u64,
+        sink: mpsc::Sender<Bytes>,
+        progress: impl Fn(u64) + Send + Sync,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send {
+        RegistryClient::blob(
+            self, hosts, registry, repository, digest, size, limit, sink, progress,
+        )
     }
 }
