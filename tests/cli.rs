@@ -2,10 +2,12 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
 use std::process::{Command, Output};
 
 fn skiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_skiff"))
+    Command::new(common::skiff_bin())
         .args(args)
         .env_remove("SKIFF_ROOT")
         .env_remove("RUST_LOG")
@@ -74,7 +76,7 @@ fn root_comes_from_flag_then_env() {
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["root"], "/tmp/skiff-flag");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+    let out = Command::new(common::skiff_bin())
         .args(["info", "--format", "json"])
         .env("SKIFF_ROOT", "/tmp/skiff-env")
         .output()
@@ -96,7 +98,7 @@ fn info_reports_the_host() {
     let out = skiff(&["info", "--format", "json"]);
     assert!(out.status.success());
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rootless = !nix_is_root();
+    let rootless = !skiff_test_rig::is_root();
     assert_eq!(info["rootless"], rootless);
     if !rootless {
         assert_eq!(info["root"], "/var/lib/skiff");
@@ -107,13 +109,4 @@ fn info_reports_the_host() {
     );
     let text = stdout(&skiff(&["-v", "info"]));
     assert!(text.contains("cgroup layout:"), "{text}");
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        == Some("0")
 }

@@ -128,38 +128,21 @@ fn multi_platform_images_select_the_host_or_the_requested_platform() {
     let registry = Registry::start().unwrap();
     let client = registry.client().unwrap();
     for format in [Format::Oci, Format::Docker] {
-        let images: Vec<Image> = [
-            Platform::linux("amd64"),
-            Platform {
-                variant: Some("v8".into()),
-                ..Platform::linux("arm64")
-            },
-        ]
-        .into_iter()
-        .map(|p| {
-            let marker = p.architecture.clone();
-            ImageBuilder::new(format)
-                .platform(p)
-                .layer(&[Entry::file("arch", marker)], Compression::Gzip)
-                .unwrap()
-                .build()
-                .unwrap()
-        })
-        .collect();
-        let index = Index::new(format, images).unwrap();
+        let index = Index::amd64_and_arm64(format, str::to_owned).unwrap();
         let tag = format!("{format:?}").to_lowercase();
         client.push_index("multi/arch", &tag, &index).unwrap();
         let name = format!("{}/multi/arch:{tag}", registry.host());
 
         let env = Env::new();
         let host_arch = Platform::host().architecture;
-        if let Some(host_image) = index
+        let host_image = index
             .images
             .iter()
             .find(|i| i.platform.architecture == host_arch)
-        {
-            assert_eq!(pull_q(&env, &name), host_image.manifest.digest.to_string());
-        }
+            .unwrap_or_else(|| {
+                panic!("the index has images for amd64 and arm64 only, not this host's {host_arch}")
+            });
+        assert_eq!(pull_q(&env, &name), host_image.manifest.digest.to_string());
         let arm = env.ok(&["pull", "-q", "--platform", "linux/arm64", &name]);
         assert_eq!(arm.trim(), index.images[1].manifest.digest.to_string());
         let fs = env.store().layer_dir(&index.images[1].layers[0].diff_id);
@@ -184,11 +167,7 @@ fn basic_auth_needs_login_and_login_checks_the_password() {
     })
     .unwrap();
     let image = image_with(Format::Oci, &[&[Entry::file("secret", "x")]]);
-    registry
-        .client()
-        .unwrap()
-        .push_image("private/app", "v1", &image)
-        .unwrap();
+    registry.push_image("private/app", "v1", &image).unwrap();
     let host = registry.host();
     let name = format!("{host}/private/app:v1");
 
@@ -234,11 +213,7 @@ fn tls_registry_needs_its_ca_in_certs_d_or_the_config() {
     })
     .unwrap();
     let image = image_with(Format::Oci, &[&[Entry::file("over-tls", "yes")]]);
-    registry
-        .client()
-        .unwrap()
-        .push_image("secure/app", "1", &image)
-        .unwrap();
+    registry.push_image("secure/app", "1", &image).unwrap();
     let host = registry.host();
     let name = format!("{host}/secure/app:1");
 
@@ -274,8 +249,6 @@ fn tls_registry_needs_its_ca_in_certs_d_or_the_config() {
 fn missing_images_and_unreachable_registries_are_named_in_the_error() {
     let registry = Registry::start().unwrap();
     registry
-        .client()
-        .unwrap()
         .push_image(
             "there/app",
             "1",
@@ -398,17 +371,9 @@ fn mirrors_are_tried_first_and_fall_back_to_the_registry() {
     let upstream = Registry::start().unwrap();
     let mirror = Registry::start().unwrap();
     let image = image_with(Format::Oci, &[&[Entry::file("m", "1")]]);
-    upstream
-        .client()
-        .unwrap()
-        .push_image("lib/app", "1", &image)
-        .unwrap();
+    upstream.push_image("lib/app", "1", &image).unwrap();
     let only_on_mirror = image_with(Format::Oci, &[&[Entry::file("m", "2")]]);
-    mirror
-        .client()
-        .unwrap()
-        .push_image("lib/app", "2", &only_on_mirror)
-        .unwrap();
+    mirror.push_image("lib/app", "2", &only_on_mirror).unwrap();
 
     let env = Env::new();
     env.config(&format!(
@@ -447,11 +412,7 @@ fn credential_helpers_from_docker_config_are_used() {
     })
     .unwrap();
     let image = image_with(Format::Oci, &[&[Entry::file("h", "1")]]);
-    registry
-        .client()
-        .unwrap()
-        .push_image("via/helper", "1", &image)
-        .unwrap();
+    registry.push_image("via/helper", "1", &image).unwrap();
     let host = registry.host();
 
     let env = Env::new();
@@ -509,11 +470,7 @@ fn oversized_configs_are_refused_before_anything_is_stored() {
         )
         .build()
         .unwrap();
-    registry
-        .client()
-        .unwrap()
-        .push_image("huge/config", "1", &image)
-        .unwrap();
+    registry.push_image("huge/config", "1", &image).unwrap();
     let env = Env::new();
     let err = env.fails(&["pull", &format!("{}/huge/config:1", registry.host())]);
     assert!(

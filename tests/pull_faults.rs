@@ -56,11 +56,7 @@ fn blob_gets(proxy: &FaultProxy, image: &Image, layer: usize) -> Vec<Option<Stri
 fn a_download_broken_mid_blob_resumes_with_a_range_request() {
     let registry = Registry::start().unwrap();
     let image = big_image(3 << 20, 1);
-    registry
-        .client()
-        .unwrap()
-        .push_image("big/app", "1", &image)
-        .unwrap();
+    registry.push_image("big/app", "1", &image).unwrap();
     let digest = image.layers[0].blob.digest.to_string();
     let proxy = FaultProxy::start(
         registry.addr(),
@@ -93,11 +89,7 @@ fn a_download_broken_mid_blob_resumes_with_a_range_request() {
 fn a_stalled_download_times_out_and_resumes() {
     let registry = Registry::start().unwrap();
     let image = big_image(1 << 20, 2);
-    registry
-        .client()
-        .unwrap()
-        .push_image("big/app", "1", &image)
-        .unwrap();
+    registry.push_image("big/app", "1", &image).unwrap();
     let proxy = FaultProxy::start(
         registry.addr(),
         vec![Fault::Stall {
@@ -123,11 +115,7 @@ fn a_stalled_download_times_out_and_resumes() {
 fn rate_limits_are_retried_after_the_delay_the_registry_asks() {
     let registry = Registry::start().unwrap();
     let image = busybox::image(Format::Oci, Compression::Gzip).unwrap();
-    registry
-        .client()
-        .unwrap()
-        .push_image("lib/busybox", "1", &image)
-        .unwrap();
+    registry.push_image("lib/busybox", "1", &image).unwrap();
     let proxy = FaultProxy::start(
         registry.addr(),
         vec![
@@ -183,11 +171,7 @@ fn rate_limits_are_retried_after_the_delay_the_registry_asks() {
 fn tampered_bytes_and_endless_drops_commit_nothing() {
     let registry = Registry::start().unwrap();
     let image = big_image(1 << 20, 3);
-    registry
-        .client()
-        .unwrap()
-        .push_image("big/app", "1", &image)
-        .unwrap();
+    registry.push_image("big/app", "1", &image).unwrap();
     let digest = image.layers[0].blob.digest.to_string();
 
     let proxy = FaultProxy::start(
@@ -247,11 +231,7 @@ fn token_auth_registries_work_anonymously_and_after_login() {
     })
     .unwrap();
     let image = busybox::image(Format::Docker, Compression::Gzip).unwrap();
-    public
-        .client()
-        .unwrap()
-        .push_image("lib/busybox", "1", &image)
-        .unwrap();
+    public.push_image("lib/busybox", "1", &image).unwrap();
     let env = Env::with_config("retries = 2\n");
     assert_ok(&env.skiff(&["pull", "-q", &format!("{}/lib/busybox:1", public.host())]));
     let token_requests = public.token_server().unwrap().token_requests();
@@ -268,11 +248,7 @@ fn token_auth_registries_work_anonymously_and_after_login() {
         ..Default::default()
     })
     .unwrap();
-    private
-        .client()
-        .unwrap()
-        .push_image("team/busybox", "1", &image)
-        .unwrap();
+    private.push_image("team/busybox", "1", &image).unwrap();
     let name = format!("{}/team/busybox:1", private.host());
     let env = Env::with_config("retries = 2\n");
     let out = env.skiff(&["pull", &name]);
@@ -300,11 +276,7 @@ fn two_pulls_of_one_image_at_once_download_each_layer_once() {
         builder = builder.layer_tar(&tar, Compression::Gzip).unwrap();
     }
     let image = builder.build().unwrap();
-    registry
-        .client()
-        .unwrap()
-        .push_image("shared/app", "1", &image)
-        .unwrap();
+    registry.push_image("shared/app", "1", &image).unwrap();
     let proxy = FaultProxy::start(registry.addr(), vec![]).unwrap();
     let env = Env::with_config("retries = 2\n");
     let name = format!("{}/shared/app:1", proxy.host());
@@ -341,16 +313,8 @@ fn blob_redirects_to_another_host_drop_the_authorization_header() {
     .unwrap();
     let storage = Registry::start().unwrap();
     let image = big_image(1 << 20, 7);
-    private
-        .client()
-        .unwrap()
-        .push_image("app/x", "1", &image)
-        .unwrap();
-    storage
-        .client()
-        .unwrap()
-        .push_image("app/x", "1", &image)
-        .unwrap();
+    private.push_image("app/x", "1", &image).unwrap();
+    storage.push_image("app/x", "1", &image).unwrap();
     let blob_host = FaultProxy::start(storage.addr(), vec![]).unwrap();
     let front = FaultProxy::start(
         private.addr(),

@@ -3,24 +3,28 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 
-use rootfs_cache::Store;
-use skiff_test_rig::{Compression, Format, Image, ImageBuilder, Registry, busybox};
+use skiff_test_rig::{Compression, Format, Image, Registry, busybox, require_root, rootless_test};
 
-/// A private skiff environment with a registry holding the images a test pushes.
+/// A private skiff environment ([`common::Env`]: store, config, the skiff command) with a
+/// registry holding the images a test pushes. Its `ok` is `skiff run --rm`'s.
 struct Env {
-    dir: tempfile::TempDir,
+    base: common::Env,
     registry: Option<Registry>,
     mountinfo_before: Vec<String>,
 }
 
-/// As root: re-runs test `name` as the unprivileged test user with a copy of skiff it can run.
-fn delegate(name: &str) -> bool {
-    let bin = skiff_test_rig::rootless::share_binary(Path::new(env!("CARGO_BIN_EXE_skiff")));
-    skiff_test_rig::rootless::delegate_with_env(name, &[("SKIFF_TEST_SKIFF_BIN", bin.as_os_str())])
+impl std::ops::Deref for Env {
+    type Target = common::Env;
+
+    fn deref(&self) -> &common::Env {
+        &self.base
+    }
 }
 
 fn mount_lines_mentioning(needle: &Path) -> Vec<String> {
@@ -36,11 +40,11 @@ fn mount_lines_mentioning(needle: &Path) -> Vec<String> {
 impl Env {
     /// A store, and a registry with the busybox fixture as `busybox:1`.
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let base = common::Env::with_config("retries = 2\nstall_timeout_secs = 5\n");
         let registry = Registry::start().unwrap();
         let env = Self {
-            mountinfo_before: mount_lines_mentioning(dir.path()),
-            dir,
+            mountinfo_before: mount_lines_mentioning(base.dir.path()),
+            base,
             registry: Some(registry),
         };
         env.push(
@@ -48,19 +52,12 @@ impl Env {
             "1",
             &busybox::image(Format::Oci, Compression::Gzip).unwrap(),
         );
-        std::fs::write(
-            env.dir.path().join("config.toml"),
-            "retries = 2\nstall_timeout_secs = 5\n",
-        )
-        .unwrap();
         env
     }
 
     fn push(&self, repo: &str, tag: &str, image: &Image) {
         self.registry
             .as_ref()
-            .unwrap()
-            .client()
             .unwrap()
             .push_image(repo, tag, image)
             .unwrap();
@@ -72,32 +69,6 @@ impl Env {
 
     fn busybox(&self) -> String {
         self.image("busybox:1")
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(
-            std::env::var_os("SKIFF_TEST_SKIFF_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_skiff"))),
-        );
-        cmd.args(args)
-            .env("SKIFF_ROOT", self.root())
-            .env("SKIFF_CONFIG", self.dir.path().join("config.toml"))
-            .env("HOME", self.dir.path())
-            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
-            .env_remove("SKIFF_TIMINGS")
-            .env_remove("DOCKER_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn skiff(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
     }
 
     /// `skiff run ARGS`: (exit code, stdout, stderr).
@@ -140,10 +111,6 @@ impl Env {
             .unwrap_or_default();
         assert!(runs.is_empty(), "run directories left: {runs:?}");
     }
-
-    fn store(&self) -> Store {
-        Store::open(self.root()).unwrap()
-    }
 }
 
 /// The cgroup directories a run could have left, by its id.
@@ -177,6 +144,7 @@ fn run_id_from_cgroup(text: &str) -> Option<String> {
 
 #[test]
 fn exit_codes_pass_through() {
+    require_root();
     let env = Env::new();
     let img = env.busybox();
     assert_eq!(env.run(&[&img, "/bin/true"]).0, 0);
@@ -209,6 +177,7 @@ fn exit_codes_pass_through() {
 
 #[test]
 fn a_cached_image_runs_without_the_registry() {
+    require_root();
     let mut env = Env::new();
     let img = env.busybox();
     env.ok(&[&img, "true"]);
@@ -253,11 +222,10 @@ fn killed_payload_exits_137(env: &Env, marker: &str) {
 
 #[test]
 fn entrypoint_and_cmd_follow_docker_rules() {
+    require_root();
     let env = Env::new();
-    let image = ImageBuilder::new(Format::Oci)
-        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+    let image = busybox::builder(Format::Oci, Compression::Gzip)
         .unwrap()
-        .env(&[busybox::PATH])
         .entrypoint(&["echo", "ep"])
         .cmd(&["c1", "c2"])
         .build()
@@ -274,9 +242,9 @@ fn entrypoint_and_cmd_follow_docker_rules() {
 
 #[test]
 fn environment_merges_image_file_and_flags() {
+    require_root();
     let env = Env::new();
-    let image = ImageBuilder::new(Format::Oci)
-        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+    let image = busybox::builder(Format::Oci, Compression::Gzip)
         .unwrap()
         .env(&[busybox::PATH, "A=image", "B=image", "C=image"])
         .build()
@@ -323,11 +291,10 @@ fn environment_merges_image_file_and_flags() {
 
 #[test]
 fn working_directory_from_image_or_flag_is_created() {
+    require_root();
     let env = Env::new();
-    let image = ImageBuilder::new(Format::Oci)
-        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+    let image = busybox::builder(Format::Oci, Compression::Gzip)
         .unwrap()
-        .env(&[busybox::PATH])
         .working_dir("/srv/app")
         .build()
         .unwrap();
@@ -339,6 +306,7 @@ fn working_directory_from_image_or_flag_is_created() {
 
 #[test]
 fn users_resolve_with_groups_and_home() {
+    require_root();
     let env = Env::new();
     assert_eq!(
         env.sh(&["-u", "user"], "id; echo $HOME"),
@@ -352,10 +320,8 @@ fn users_resolve_with_groups_and_home() {
         env.sh(&["-u", "4242:65534"], "id -u; id -g; echo $HOME"),
         "4242\n65534\n/\n"
     );
-    let image = ImageBuilder::new(Format::Oci)
-        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+    let image = busybox::builder(Format::Oci, Compression::Gzip)
         .unwrap()
-        .env(&[busybox::PATH])
         .user("user")
         .build()
         .unwrap();
@@ -374,6 +340,7 @@ fn users_resolve_with_groups_and_home() {
 
 #[test]
 fn volumes_bind_read_only_and_read_write() {
+    require_root();
     let env = Env::new();
     let host = env.dir.path().join("shared");
     std::fs::create_dir(&host).unwrap();
@@ -393,6 +360,7 @@ fn volumes_bind_read_only_and_read_write() {
 
 #[test]
 fn tmpfs_read_only_and_hostname() {
+    require_root();
     let env = Env::new();
     let mounts = env.sh(
         &["--tmpfs", "/scratch:size=1m"],
@@ -419,6 +387,7 @@ fn tmpfs_read_only_and_hostname() {
 
 #[test]
 fn network_none_has_only_loopback() {
+    require_root();
     let env = Env::new();
     assert_eq!(env.sh(&["--network", "none"], "ls /sys/class/net"), "lo\n");
     let host: Vec<_> = std::fs::read_dir("/sys/class/net").unwrap().collect();
@@ -428,6 +397,7 @@ fn network_none_has_only_loopback() {
 
 #[test]
 fn default_mounts_devices_and_masked_paths() {
+    require_root();
     let env = Env::new();
     let mounts = env.sh(&[], "cat /proc/mounts");
     for (what, target) in [
@@ -467,6 +437,7 @@ fn default_mounts_devices_and_masked_paths() {
 
 #[test]
 fn capabilities_default_add_and_drop() {
+    require_root();
     let env = Env::new();
     let caps = |opts: &[&str]| -> u64 {
         let out = env.sh(opts, "grep CapEff /proc/self/status");
@@ -527,6 +498,7 @@ fn writes_do_not_reach_the_store_body() {
 
 #[test]
 fn writes_do_not_reach_the_store() {
+    require_root();
     writes_do_not_reach_the_store_body();
 }
 
@@ -546,11 +518,10 @@ fn spawn_ready(env: &Env, script: &str) -> (Child, BufReader<std::process::Child
     (child, stdout)
 }
 
-#[test]
-fn sigterm_is_forwarded_to_the_payload() {
-    let env = Env::new();
+/// SIGTERM sent to skiff reaches the payload, whose exit code becomes skiff's.
+fn assert_sigterm_is_forwarded(env: &Env) {
     let (mut child, mut stdout) = spawn_ready(
-        &env,
+        env,
         "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
     );
     nix::sys::signal::kill(
@@ -567,7 +538,14 @@ fn sigterm_is_forwarded_to_the_payload() {
 }
 
 #[test]
+fn sigterm_is_forwarded_to_the_payload() {
+    require_root();
+    assert_sigterm_is_forwarded(&Env::new());
+}
+
+#[test]
 fn cleanup_leaves_no_cgroup_and_a_killed_skiff_is_swept() {
+    require_root();
     let env = Env::new();
     let out = env.sh(&[], "cat /proc/self/cgroup");
     let id = run_id_from_cgroup(&out).expect("the payload's cgroup names the run");
@@ -625,6 +603,7 @@ fn find_process(cmdline: &str, run_id: &str) -> Option<u32> {
 
 #[test]
 fn timings_list_the_phases() {
+    require_root();
     let env = Env::new();
     let out = env.skiff(&["run", "--timings", &env.busybox(), "true"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -635,13 +614,10 @@ fn timings_list_the_phases() {
     }
 }
 
-// Rootless: the same paths as the unprivileged test user.
+// Rootless: the same paths as the unprivileged test user (as root, each body runs in a child
+// process switched to that user; a failure there fails the test).
 
-#[test]
-fn rootless_runs_and_cleans_up() {
-    if delegate("rootless_runs_and_cleans_up") {
-        return;
-    }
+fn runs_and_cleans_up_unprivileged() {
     let env = Env::new();
     let img = env.busybox();
     assert_eq!(env.run(&[&img, "true"]).0, 0);
@@ -658,33 +634,25 @@ fn rootless_runs_and_cleans_up() {
     let caps = env.sh(&[], "grep CapEff /proc/self/status");
     assert!(caps.contains("a80425fb"), "{caps}");
 }
+rootless_test!(
+    rootless_runs_and_cleans_up,
+    runs_and_cleans_up_unprivileged,
+    env = common::rootless_env
+);
 
-#[test]
-fn rootless_writes_do_not_reach_the_store() {
-    if delegate("rootless_writes_do_not_reach_the_store") {
-        return;
-    }
-    writes_do_not_reach_the_store_body();
-}
+rootless_test!(
+    rootless_writes_do_not_reach_the_store,
+    writes_do_not_reach_the_store_body,
+    env = common::rootless_env
+);
 
-#[test]
-fn rootless_other_users_with_a_subuid_range() {
-    if delegate("rootless_other_users_with_a_subuid_range") {
-        return;
-    }
-    let env = Env::new();
+fn other_users_with_a_subuid_range() {
     let me = nix::unistd::User::from_uid(nix::unistd::getuid())
         .unwrap()
         .unwrap()
         .name;
-    let has_range = std::fs::read_to_string("/etc/subuid")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with(&format!("{me}:")));
-    if !has_range {
-        eprintln!("no /etc/subuid range for {me}: only the caller is mapped");
-        return;
-    }
+    skiff_test_rig::require::require_subid_range(&me);
+    let env = Env::new();
     assert_eq!(
         env.sh(
             &["-u", "user"],
@@ -714,27 +682,15 @@ fn rootless_other_users_with_a_subuid_range() {
         .count();
     assert_eq!(layers, 0, "gc removed the layer with subuid-owned files");
 }
+rootless_test!(
+    rootless_other_users_with_a_subuid_range,
+    other_users_with_a_subuid_range,
+    env = common::rootless_env
+);
 
-#[test]
-fn rootless_sigterm_and_killed_skiff_sweep() {
-    if delegate("rootless_sigterm_and_killed_skiff_sweep") {
-        return;
-    }
+fn sigterm_and_killed_skiff_sweep_unprivileged() {
     let env = Env::new();
-    let (mut child, mut stdout) = spawn_ready(
-        &env,
-        "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert_eq!((status.code(), rest.as_str()), (Some(7), "got TERM\n"));
-    env.assert_clean();
+    assert_sigterm_is_forwarded(&env);
 
     let (mut child, _stdout) = spawn_ready(&env, "echo ready; exec sleep 1001");
     child.kill().unwrap();
@@ -752,9 +708,15 @@ fn rootless_sigterm_and_killed_skiff_sweep() {
     });
     assert!(!sleeping, "the killed run's payload survived the sweep");
 }
+rootless_test!(
+    rootless_sigterm_and_killed_skiff_sweep,
+    sigterm_and_killed_skiff_sweep_unprivileged,
+    env = common::rootless_env
+);
 
 #[test]
 fn stdin_is_closed_unless_interactive() {
+    require_root();
     let env = Env::new();
     let img = env.busybox();
     env.ok(&[&img, "true"]); // pull first, so the next runs' output is the payload's alone
@@ -784,6 +746,7 @@ fn stdin_is_closed_unless_interactive() {
 
 #[test]
 fn tty_gives_a_terminal_with_the_callers_window_size() {
+    require_root();
     let env = Env::new();
     let img = env.busybox();
     env.ok(&[&img, "true"]);

@@ -5,16 +5,18 @@
 
 mod common;
 
-use common::{Env, delegate};
-use skiff_test_rig::{Compression, Format, ImageBuilder, Registry};
+use common::Env;
+use skiff_test_rig::{Compression, Format, ImageBuilder, Registry, require_root, rootless_test};
 
 const DEBIAN_TAR: &str = "/var/cache/skiff-test/debian-bookworm-minbase.tar";
 
 /// Pushes the Debian rootfs as a one-layer image; returns the registry and the image name.
 fn debian_image() -> (Registry, String) {
     let path = std::env::var("SKIFF_TEST_DEBIAN_TAR").unwrap_or_else(|_| DEBIAN_TAR.into());
-    let tar = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e} (scripts/setup.sh makes it with debootstrap)"));
+    let tar = skiff_test_rig::require::require_file(
+        path.as_ref(),
+        "the Debian bookworm minbase tar (setup.sh makes it with debootstrap)",
+    );
     let image = ImageBuilder::new(Format::Docker)
         .layer_tar(&tar, Compression::Zstd)
         .unwrap()
@@ -24,8 +26,6 @@ fn debian_image() -> (Registry, String) {
         .unwrap();
     let registry = Registry::start().unwrap();
     registry
-        .client()
-        .unwrap()
         .push_image("debian/minbase", "bookworm", &image)
         .unwrap();
     let name = format!("{}/debian/minbase:bookworm", registry.host());
@@ -106,16 +106,12 @@ fn debian_checks() {
 
 #[test]
 fn debian_image_runs_as_root() {
-    if !nix::unistd::geteuid().is_root() {
-        return; // the rootless twin below covers the unprivileged case
-    }
+    require_root();
     debian_checks();
 }
 
-#[test]
-fn debian_image_runs_rootless() {
-    if delegate("debian_image_runs_rootless") {
-        return;
-    }
-    debian_checks();
-}
+rootless_test!(
+    debian_image_runs_rootless,
+    debian_checks,
+    env = common::rootless_env
+);

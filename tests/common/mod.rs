@@ -1,5 +1,6 @@
 //! Shared by the integration tests that drive the `skiff` binary: a private environment with
-//! its own store, config, HOME and auth file.
+//! its own store, config, HOME and auth file, and what a rootless child needs. Preconditions
+//! (root, the test user, fixtures) are the rig's: `skiff_test_rig::require`.
 
 #![allow(dead_code)] // each test crate uses a different part of it
 
@@ -17,15 +18,12 @@ pub fn skiff_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_skiff")))
 }
 
-/// As root: re-runs test `name` as the unprivileged test user (with a copy of skiff it can
-/// run) and returns true; unprivileged: returns false and the caller runs the body.
-pub fn delegate(name: &str) -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        return false;
-    }
+/// The environment of a rootless child: a copy of skiff the test user can run. For
+/// `skiff_test_rig::rootless_test!(NAME, BODY, env = common::rootless_env)`.
+pub fn rootless_env() -> Vec<(String, std::ffi::OsString)> {
     let bin =
         skiff_test_rig::rootless::share_binary(std::path::Path::new(env!("CARGO_BIN_EXE_skiff")));
-    skiff_test_rig::rootless::delegate_with_env(name, &[("SKIFF_TEST_SKIFF_BIN", bin.as_os_str())])
+    vec![("SKIFF_TEST_SKIFF_BIN".into(), bin.into_os_string())]
 }
 
 /// A private skiff environment: store, config, HOME and auth file in a temp dir.
@@ -69,7 +67,9 @@ impl Env {
             .env("REGISTRY_AUTH_FILE", self.auth_file())
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("DOCKER_CONFIG")
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .env_remove("SKIFF_TIMINGS")
+            .stdin(Stdio::null());
         cmd
     }
 
