@@ -11,11 +11,7 @@ use skiff_test_rig::{Compression, Format, Registry, busybox};
 fn engine_pulls_lists_inspects_removes_and_collects() {
     let registry = Registry::start().unwrap();
     let image = busybox::image(Format::Oci, Compression::Zstd).unwrap();
-    registry
-        .client()
-        .unwrap()
-        .push_image("embed/busybox", "1", &image)
-        .unwrap();
+    registry.push_image("embed/busybox", "1", &image).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::new(EngineOptions {
         root: Some(dir.path().join("store")),
