@@ -3,6 +3,8 @@
 //! decompression and extraction into the store, with no temporary file.
 
 mod layers;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

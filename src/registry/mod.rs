@@ -8,6 +8,8 @@ mod config;
 mod credentials;
 mod errors;
 mod manifests;
+#[cfg(test)]
+pub(crate) mod memory;
 mod retry;
 mod session;
 mod transport;
