@@ -57,16 +57,49 @@ fn every_subcommand_has_help() {
 
 #[test]
 fn unknown_flag_and_subcommand_exit_125_with_a_message() {
-    for args in [
-        &["--no-such-flag"][..],
-        &["no-such-command"],
-        &["info", "--format", "xml"],
-    ] {
+    for args in [&["no-such-command"][..], &["info", "--format", "xml"]] {
         let out = skiff(args);
         assert_eq!(out.status.code(), Some(125), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("error:"), "{args:?}: {err}");
     }
+}
+
+/// docker: `unknown flag: --bogus`, the usage and where to get help, exit 125 — and a flag
+/// before the image is never taken for the image's name.
+#[test]
+fn unknown_flags_are_named_with_the_usage_as_docker_does() {
+    for (args, usage) in [
+        (&["--no-such-flag", "images"][..], "Usage: skiff [OPTIONS]"),
+        (
+            &["run", "--bogus", "busybox", "true"],
+            "Usage: skiff run [OPTIONS]",
+        ),
+        (
+            &["run", "--bogus=1", "busybox"],
+            "Usage: skiff run [OPTIONS]",
+        ),
+        (&["images", "--bogus"], "Usage: skiff images [OPTIONS]"),
+    ] {
+        let out = skiff(args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let flag = args.iter().find(|a| a.starts_with("--")).unwrap();
+        let flag = flag.split('=').next().unwrap();
+        assert!(
+            err.starts_with(&format!("unknown flag: {flag}\n")),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(usage), "{args:?}: {err}");
+        assert!(
+            err.contains("--help' for more information"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("Unable to find image"), "{args:?}: {err}");
+    }
+    // After the image, flags belong to the command.
+    let out = skiff(&["run", "--help"]);
+    assert!(out.status.success());
 }
 
 #[test]

@@ -2,9 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use skiff::progress::ProgressMode;
-use skiff::registry::AuthFiles;
-use skiff::{Engine, EngineOptions, Reference};
+use skiff::{AuthFiles, Engine, EngineOptions, Reference};
 use skiff_test_rig::{Compression, Format, Registry, busybox};
 
 #[test]
@@ -24,9 +22,7 @@ fn engine_pulls_lists_inspects_removes_and_collects() {
     let reference: Reference = name.parse().unwrap();
 
     assert!(engine.local_image(&reference).unwrap().is_none());
-    let report = engine
-        .pull(&reference, &Default::default(), ProgressMode::Quiet)
-        .unwrap();
+    let report = engine.pull(&reference, &Default::default()).unwrap();
     assert_eq!(report.manifest, image.manifest.digest);
     assert_eq!(report.config, image.config.digest);
     assert_eq!(report.downloaded_layers, 1);
@@ -61,4 +57,62 @@ fn engine_pulls_lists_inspects_removes_and_collects() {
     let gc = engine.gc(&Default::default()).unwrap();
     assert_eq!(gc.removed_layers, [image.layers[0].diff_id]);
     assert!(engine.verify().unwrap().is_clean());
+}
+
+/// Collects what the engine reports; the library itself prints nothing.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl skiff::Progress for Recorder {
+    fn notice(&self, notice: &skiff::Notice) {
+        self.0.lock().unwrap().push(notice.to_string());
+    }
+    fn layer(&self, layer: &skiff::Digest, event: skiff::LayerEvent) {
+        if !matches!(event, skiff::LayerEvent::Advanced { .. }) {
+            let line = format!("{}: {}", layer.short(), event.status());
+            self.0.lock().unwrap().push(line);
+        }
+    }
+}
+
+#[test]
+fn notices_and_layer_progress_reach_the_embedders_progress() {
+    let registry = Registry::start().unwrap();
+    let image = busybox::image(Format::Docker, Compression::Gzip).unwrap();
+    registry.push_image("embed/progress", "1", &image).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let engine = Engine::new(EngineOptions {
+        root: Some(dir.path().join("store")),
+        config_path: Some(dir.path().join("none.toml")),
+        auth_files: Some(AuthFiles::new(vec![dir.path().join("auth.json")])),
+        retry: None,
+    })
+    .unwrap()
+    .with_progress(recorder.clone());
+    let name = format!("{}/embed/progress:1", registry.host());
+    let reference: Reference = name.parse().unwrap();
+    let layer = image.layers[0].blob.digest.short();
+
+    engine.pull(&reference, &Default::default()).unwrap();
+    let first = std::mem::take(&mut *recorder.0.lock().unwrap());
+    assert_eq!(
+        first,
+        [
+            format!("Pulling {name}"),
+            format!("{layer}: Waiting"),
+            format!("{layer}: Downloading"),
+            format!("{layer}: Pull complete"),
+        ]
+    );
+    engine.pull(&reference, &Default::default()).unwrap();
+    let second = std::mem::take(&mut *recorder.0.lock().unwrap());
+    assert_eq!(
+        second,
+        [
+            format!("Pulling {name}"),
+            format!("{layer}: Waiting"),
+            format!("{layer}: Already exists"),
+        ]
+    );
 }
