@@ -54,9 +54,9 @@ pub enum PullError {
     Store {
         /// The image.
         reference: String,
-        /// What failed.
+        /// What failed (boxed: a store error is large).
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
 }
 
@@ -109,7 +109,7 @@ impl<R> Job<'_, R> {
     fn store_err(&self, source: StoreError) -> PullError {
         PullError::Store {
             reference: self.name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -259,12 +259,12 @@ async fn a_layer_with_wrong_bytes_fails_and_leaves_nothing() {
 
     let err = pull(&registry, &store, "1").await.unwrap_err();
 
-    match &err {
-        PullError::Store {
-            source: StoreError::DigestMismatch {
-                layer, expected, ..
-            },
-            ..
+    let PullError::Store { source, .. } = &err else {
+        panic!("expected a store error, got {err:?}");
+    };
+    match source.as_ref() {
+        StoreError::DigestMismatch {
+            layer, expected, ..
         } => assert_eq!((*layer, *expected), (l.digest(), l.digest()), "{err}"),
         other => panic!("expected a digest mismatch, got {other:?}"),
     }
