@@ -9,6 +9,7 @@ mod rootfs;
 mod rootless;
 mod stdio;
 
+use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,16 @@ pub enum RunError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// A `-v` or `--tmpfs` mount cannot be made at its target.
+    #[error("mounting {what} on {target}: {cause}")]
+    BindMount {
+        /// The host path (or `tmpfs`).
+        what: String,
+        /// The path in the container.
+        target: String,
+        /// Why.
+        cause: String,
     },
     /// libcontainer failed.
     #[error("container runtime: {}", crate::error_chain(.0.as_ref()))]
@@ -275,6 +286,35 @@ pub fn run(
     rootless: bool,
     mut timings: Timings,
 ) -> Result<RunOutcome, RunError> {
+    let prepared = prepare_namespace(store, rootless)?;
+    let rootfs = assemble_rootfs(store, image, rootless)?;
+    timings.mark("mount");
+    build_spec(&rootfs, config, options, prepared.mapping)?;
+    timings.mark("spec");
+    let mut container = create_container(&rootfs, options)?;
+    timings.mark("create");
+    let exit_code = match prepared.signals.pending_termination() {
+        // Interrupted during set-up: the payload never starts.
+        Some(sig) => 128 + sig as i32,
+        None => start_and_wait(&mut container, &prepared.signals, options, &mut timings)?,
+    };
+    cleanup(container, rootfs)?;
+    drop(prepared);
+    timings.mark("cleanup");
+    Ok(RunOutcome { exit_code, timings })
+}
+
+/// What [`prepare_namespace`] set up for the whole run.
+struct Prepared {
+    /// The forwarded signals, blocked until the run ends.
+    signals: stdio::Signals,
+    /// Rootless: the user namespace's id mapping.
+    mapping: Option<rootless::IdMapping>,
+}
+
+/// Waits for a single thread, blocks the forwarded signals, and enters skiff's rootless
+/// namespaces (sweeping dead runs from inside) or, as root, a private mount namespace.
+fn prepare_namespace(store: &Store, rootless: bool) -> Result<Prepared, RunError> {
     wait_single_threaded()?;
     let signals = stdio::Signals::block()?;
     let mapping = if rootless {
@@ -289,11 +329,39 @@ pub fn run(
         rootless::private_mounts()?;
         None
     };
+    Ok(Prepared { signals, mapping })
+}
+
+/// A run directory with the image's rootfs mounted in it. Dropped, it unmounts everything under
+/// the directory, then removes it.
+struct Assembled {
+    /// The run (and container) id.
+    id: String,
+    /// The run directory: the bundle.
+    dir: PathBuf,
+    /// Dropped before `hold`: nothing is mounted when the directory goes.
+    mounted: Mounted,
+    hold: rootfs_cache::RunHold,
+}
+
+impl Assembled {
+    /// The mounted rootfs.
+    fn rootfs(&self) -> PathBuf {
+        self.dir.join(rootfs::ROOTFS)
+    }
+}
+
+/// Holds the image's layers for a new run and mounts them as its overlay rootfs.
+fn assemble_rootfs(
+    store: &Store,
+    image: &ImageRecord,
+    rootless: bool,
+) -> Result<Assembled, RunError> {
     let id = new_id();
     let diff_ids: Vec<_> = image.layers.iter().map(|l| l.diff_id).collect();
     let hold = store.hold_run(&id, &diff_ids, &[image.manifest])?;
-    let run = hold.path().to_owned();
-    let mounted = Mounted(run.clone());
+    let dir = hold.path().to_owned();
+    let mounted = Mounted(dir.clone());
     let lowers: Vec<PathBuf> = diff_ids.iter().rev().map(|d| store.layer_dir(d)).collect();
     let mut userxattr = rootless;
     for d in &diff_ids {
@@ -301,10 +369,71 @@ pub fn run(
             userxattr |= layer.overlay_xattrs == OverlayXattrs::User;
         }
     }
-    rootfs::mount_overlay(&run, &lowers, userxattr)?;
-    timings.mark("mount");
+    rootfs::mount_overlay(&dir, &lowers, userxattr)?;
+    Ok(Assembled {
+        id,
+        dir,
+        mounted,
+        hold,
+    })
+}
 
-    let rootfs_dir = run.join(rootfs::ROOTFS);
+/// The working directory: `-w`, the image's, or `/`; absolute.
+fn working_dir(config: &RunConfig, options: &RunOptions) -> Result<String, SpecError> {
+    let cwd = options
+        .workdir
+        .clone()
+        .or_else(|| config.working_dir().clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(SpecError::Invalid {
+            what: "working directory",
+            value: cwd,
+            reason: "the path must be absolute".into(),
+        });
+    }
+    Ok(cwd)
+}
+
+/// The container's hostname: `--hostname`, the host's on the host network, else from the id.
+fn hostname(options: &RunOptions, id: &str) -> String {
+    match (&options.hostname, options.network) {
+        (Some(h), _) => h.clone(),
+        (None, Network::Host) => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| id[6..18].to_owned()),
+        (None, Network::None) => id[6..18].to_owned(),
+    }
+}
+
+/// Prepares what the `-v` and `--tmpfs` mounts need before libcontainer makes them: a missing
+/// host directory is created (as docker does), and a target that cannot take its mount is an
+/// error naming source, target and cause.
+fn prepare_mounts(rootfs: &std::path::Path, options: &RunOptions) -> Result<(), RunError> {
+    for v in &options.volumes {
+        if std::fs::symlink_metadata(&v.host).is_err_and(|e| e.kind() == ErrorKind::NotFound) {
+            rootfs::create_host_dir(&v.host)?;
+        }
+        rootfs::check_mount_target(rootfs, rootfs::MountSource::Bind(&v.host), &v.container)?;
+    }
+    for t in &options.tmpfs {
+        let target = t.split_once(':').map_or(t.as_str(), |(target, _)| target);
+        if target.starts_with('/') {
+            rootfs::check_mount_target(rootfs, rootfs::MountSource::Tmpfs, target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the user, hostname, argv, environment and working directory, writes the /etc files
+/// and the runtime spec into the run directory.
+fn build_spec(
+    run: &Assembled,
+    config: &RunConfig,
+    options: &RunOptions,
+    mapping: Option<rootless::IdMapping>,
+) -> Result<(), RunError> {
+    let rootfs_dir = run.rootfs();
     let user_spec = options
         .user
         .clone()
@@ -320,48 +449,41 @@ pub fn run(
     {
         return Err(RunError::NotMapped(user_spec));
     }
-    let hostname = match (&options.hostname, options.network) {
-        (Some(h), _) => h.clone(),
-        (None, Network::Host) => nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| id[6..18].to_owned()),
-        (None, Network::None) => id[6..18].to_owned(),
-    };
+    let hostname = hostname(options, &run.id);
     let argv = spec::command(config, options)?;
     let env = spec::environment(config, options, &hostname, &user.home, &|k| {
         std::env::var(k).ok()
     })?;
-    let cwd = options
-        .workdir
-        .clone()
-        .or_else(|| config.working_dir().clone().filter(|w| !w.is_empty()))
-        .unwrap_or_else(|| "/".into());
-    if !cwd.starts_with('/') {
-        return Err(SpecError::Invalid {
-            what: "working directory",
-            value: cwd,
-            reason: "the path must be absolute".into(),
-        }
-        .into());
-    }
+    let cwd = working_dir(config, options)?;
     if cwd != "/" {
         rootfs::mkdir_in_root(&rootfs_dir, &cwd, user.uid, user.gid)?;
     }
-    let etc_files = rootfs::write_etc_files(&run, &hostname, options.network == Network::Host)?;
+    prepare_mounts(&rootfs_dir, options)?;
+    let etc_files = rootfs::write_etc_files(&run.dir, &hostname, options.network == Network::Host)?;
     let ctx = SpecContext {
         rootfs: PathBuf::from(rootfs::ROOTFS),
         etc_files,
         hostname,
-        cgroups_path: format!("/skiff/{id}"),
-        rootless,
+        cgroups_path: format!("/skiff/{}", run.id),
+        rootless: mapping.is_some(),
         tty_gid_mapped: mapping.is_none_or(|m| m.maps_gid(5)),
     };
     let oci = spec::build(argv, env, &cwd, &user, options, &ctx)?;
-    let config_path = run.join("config.json");
+    let config_path = run.dir.join("config.json");
     oci.save(&config_path)
-        .map_err(|e| RunError::Launch(format!("writing {}: {e}", config_path.display())))?;
-    timings.mark("spec");
+        .map_err(|e| RunError::Launch(format!("writing {}: {e}", config_path.display())))
+}
 
+/// A created container, and the TTY's master end with `-t`.
+struct Launched {
+    /// Deleted (killed, cgroup and state removed) on drop.
+    created: container::Created,
+    pty: Option<std::os::fd::OwnedFd>,
+}
+
+/// Sets up stdio (/dev/null without `-i`, a console socket with `-t`) and has libcontainer
+/// create the container from the run directory's spec; receives the TTY.
+fn create_container(run: &Assembled, options: &RunOptions) -> Result<Launched, RunError> {
     let mut stdio = container::Stdio::default();
     if !options.interactive && !options.tty {
         let null = std::fs::File::open("/dev/null").map_err(|source| RunError::Io {
@@ -372,7 +494,7 @@ pub fn run(
         stdio.stdin = Some(null.into());
     }
     let console = if options.tty {
-        let path = run.join("console.sock");
+        let path = run.dir.join("console.sock");
         let listener =
             std::os::unix::net::UnixListener::bind(&path).map_err(|source| RunError::Io {
                 op: "binding the console socket",
@@ -384,7 +506,7 @@ pub fn run(
     } else {
         None
     };
-    let mut created = container::create(&id, &run, stdio)?;
+    let created = container::create(&run.id, &run.dir, stdio)?;
     let pty = match &console {
         Some(listener) => {
             let master = stdio::receive_pty(listener)?;
@@ -393,29 +515,39 @@ pub fn run(
         }
         None => None,
     };
-    timings.mark("create");
-    if let Some(sig) = signals.pending_termination() {
-        // Interrupted during set-up: the payload never starts.
-        created.delete()?;
-        drop(created);
-        drop(mounted);
-        hold.release()?;
-        return Ok(RunOutcome {
-            exit_code: 128 + sig as i32,
-            timings,
-        });
-    }
-    created.start()?;
+    Ok(Launched { created, pty })
+}
+
+/// Starts the payload, forwards signals and the TTY until it exits; returns its exit code.
+fn start_and_wait(
+    container: &mut Launched,
+    signals: &stdio::Signals,
+    options: &RunOptions,
+    timings: &mut Timings,
+) -> Result<i32, RunError> {
+    container.created.start()?;
     timings.mark("start");
-    let status = stdio::wait(created.pid(), &signals, pty, options.interactive)?;
+    let status = stdio::wait(
+        container.created.pid(),
+        signals,
+        container.pty.take(),
+        options.interactive,
+    )?;
     let exit_code = container::exit_code(status)
         .ok_or_else(|| RunError::Launch(format!("unexpected wait status {status:?}")))?;
     timings.mark("exit");
+    Ok(exit_code)
+}
+
+/// Deletes the container, unmounts the rootfs and removes the run directory, reporting what
+/// fails (on an early error, the same happens on drop, with warnings).
+fn cleanup(container: Launched, rootfs: Assembled) -> Result<(), RunError> {
+    let Launched { mut created, pty } = container;
+    drop(pty);
     created.delete()?;
     drop(created);
+    let Assembled { mounted, hold, .. } = rootfs;
     drop(mounted);
     hold.release()?;
-    drop(signals);
-    timings.mark("cleanup");
-    Ok(RunOutcome { exit_code, timings })
+    Ok(())
 }

@@ -1,13 +1,14 @@
 //! The container's root filesystem: an overlay of the image's cached layers with a per-run upper
 //! dir, the /etc files skiff supplies, and confined access to files inside the rootfs.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
+use rootfs_cache::ConfinedRoot;
 
 use super::RunError;
 
@@ -20,14 +21,6 @@ const LOWERS: &str = "l";
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunError + use<> {
     let path = path.to_owned();
     move |source| RunError::Io { op, path, source }
-}
-
-/// The kernel's `struct open_how` for openat2(2).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
 }
 
 /// Restores the working directory when dropped.
@@ -98,9 +91,18 @@ pub(crate) fn mount_overlay(
     })
 }
 
-/// Detaches every mount at or under `dir`, deepest first; returns how many.
+/// Detaches every mount at or under `dir`, deepest (and, at one path, topmost) first; returns
+/// how many.
 pub(crate) fn unmount_under(dir: &Path) -> usize {
-    let mut mounts = mounts_under(dir);
+    let mut mounts = match rootfs_cache::mount_points_under(dir) {
+        Ok(mounts) => mounts,
+        Err(err) => {
+            tracing::warn!(dir = %dir.display(), %err, "reading the mount table");
+            return 0;
+        }
+    };
+    // The table lists a mount before those made on top of it; the sort below is stable.
+    mounts.reverse();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
     let mut n = 0;
     for m in mounts {
@@ -113,115 +115,127 @@ pub(crate) fn unmount_under(dir: &Path) -> usize {
     n
 }
 
-/// Mount points at or under `dir` in this process's mount namespace.
-pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape(p)))
-        .filter(|p| p.starts_with(dir))
-        .collect()
+/// The rootfs as a [`ConfinedRoot`]: paths inside resolve as if it were `/`.
+fn confined(rootfs: &Path) -> Result<ConfinedRoot, RunError> {
+    ConfinedRoot::open(rootfs).map_err(io("opening", rootfs))
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// openat2(2) with RESOLVE_IN_ROOT: `rel` resolved as if `root` were `/`.
-fn open_in_root(root: &File, rel: &str, flags: i32) -> std::io::Result<OwnedFd> {
-    let path = CString::new(rel.trim_start_matches('/'))?;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and a correctly sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+/// `rel` (absolute in the container) as a host path under `rootfs`, for messages.
+fn host_path(rootfs: &Path, rel: &str) -> PathBuf {
+    rootfs.join(rel.trim_start_matches('/'))
 }
 
 /// Reads a file inside the rootfs, symlinks resolved within it; empty when missing.
 pub(crate) fn read_in_root(rootfs: &Path, rel: &str) -> Result<String, RunError> {
-    let root = File::open(rootfs).map_err(io("opening", rootfs))?;
-    match open_in_root(&root, rel, libc::O_RDONLY) {
+    match confined(rootfs)?.open_file(Path::new(rel), libc::O_RDONLY) {
         Ok(fd) => {
             let mut s = String::new();
             File::from(fd)
                 .take(16 << 20)
                 .read_to_string(&mut s)
-                .map_err(io("reading", &rootfs.join(rel.trim_start_matches('/'))))?;
+                .map_err(io("reading", &host_path(rootfs, rel)))?;
             Ok(s)
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(String::new()),
-        Err(e) => Err(io("opening", &rootfs.join(rel.trim_start_matches('/')))(e)),
+        Err(e) => Err(io("opening", &host_path(rootfs, rel))(e)),
     }
 }
 
-/// Creates directory `rel` (and its parents) inside the rootfs, confined to it.
+/// Creates directory `rel` (and its parents) inside the rootfs, confined to it; what it creates
+/// is given to `uid:gid`.
 pub(crate) fn mkdir_in_root(rootfs: &Path, rel: &str, uid: u32, gid: u32) -> Result<(), RunError> {
-    let root = File::open(rootfs).map_err(io("opening", rootfs))?;
-    let mut current = String::new();
-    for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
-        let parent = if current.is_empty() { "." } else { &current };
-        let path = rootfs.join(format!("{current}/{part}").trim_start_matches('/'));
-        let dir = open_in_root(&root, parent, libc::O_DIRECTORY | libc::O_PATH)
-            .map_err(io("opening", &path))?;
-        let name = CString::new(part).map_err(|e| io("creating", &path)(e.into()))?;
-        // SAFETY: mkdirat on a directory fd we own with a NUL-terminated single component.
-        let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) };
-        if rc == 0 {
-            // SAFETY: fchownat on the fd we own, no symlink followed.
-            let rc = unsafe {
-                libc::fchownat(
-                    dir.as_raw_fd(),
-                    name.as_ptr(),
-                    uid,
-                    gid,
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            };
-            if rc != 0 {
-                tracing::debug!(path = %path.display(), "chown of a new working directory failed");
+    confined(rootfs)?
+        .create_dir_all(Path::new(rel), Some((uid, gid)))
+        .map(drop)
+        .map_err(io("creating", &host_path(rootfs, rel)))
+}
+
+/// Creates a missing `-v` host directory as docker does: mode 0755, parents too. An existing
+/// path is left as it is.
+pub(crate) fn create_host_dir(path: &Path) -> Result<(), RunError> {
+    let mut missing: Vec<&Path> = path
+        .ancestors()
+        .take_while(|p| {
+            matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        })
+        .collect();
+    missing.reverse();
+    for dir in missing {
+        match std::fs::DirBuilder::new().mode(0o755).create(dir) {
+            Ok(()) => {
+                // Exactly 0755, whatever the umask.
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io("setting the mode of", dir))?;
             }
-        } else {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EEXIST) {
-                return Err(io("creating", &path)(err));
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(io("creating the host directory", dir)(e)),
         }
-        current = format!("{current}/{part}");
     }
     Ok(())
+}
+
+/// What is to be mounted, for [`check_mount_target`].
+pub(crate) enum MountSource<'a> {
+    /// A host path, bind-mounted (`-v`).
+    Bind(&'a Path),
+    /// A new tmpfs (`--tmpfs`).
+    Tmpfs,
+}
+
+/// Checks, before the container is created, that `target` in the rootfs can take the mount:
+/// no component above it is a file (`-v /x:/bin/sh/sub`), a bind source can be reached, and an
+/// existing target has the source's type (directory or not). The error names the source, the
+/// target and the cause; what this lets through is left to libcontainer.
+pub(crate) fn check_mount_target(
+    rootfs: &Path,
+    source: MountSource<'_>,
+    target: &str,
+) -> Result<(), RunError> {
+    let (name, source_is_dir) = match source {
+        MountSource::Bind(path) => match std::fs::metadata(path) {
+            Ok(m) => (path.display().to_string(), m.is_dir()),
+            Err(e) => return Err(bind_error(path.display().to_string(), target, &e, "")),
+        },
+        MountSource::Tmpfs => ("tmpfs".to_owned(), true),
+    };
+    let root = confined(rootfs)?;
+    let target_path = Path::new(target);
+    if let Some(parent) = target_path.parent()
+        && let Err(e) = root.open_file(parent, libc::O_PATH | libc::O_DIRECTORY)
+        && matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP))
+    {
+        return Err(bind_error(name, target, &e, ""));
+    }
+    if let Ok(fd) = root.open_file(target_path, libc::O_PATH)
+        && let Ok(meta) = File::from(fd).metadata()
+        && meta.is_dir() != source_is_dir
+    {
+        let hint = if source_is_dir {
+            " (a directory cannot be mounted onto a file)"
+        } else {
+            " (a file cannot be mounted onto a directory)"
+        };
+        return Err(bind_error(
+            name,
+            target,
+            &std::io::Error::from_raw_os_error(libc::ENOTDIR),
+            hint,
+        ));
+    }
+    Ok(())
+}
+
+/// [`RunError::BindMount`] with the cause as strerror(3) says it.
+fn bind_error(source: String, target: &str, err: &std::io::Error, hint: &str) -> RunError {
+    let cause = match err.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_owned(),
+        None => err.to_string(),
+    };
+    RunError::BindMount {
+        what: source,
+        target: target.to_owned(),
+        cause: format!("{cause}{hint}"),
+    }
 }
 
 /// Writes /etc/hosts, /etc/resolv.conf and /etc/hostname for the container into the run
