@@ -270,6 +270,10 @@ fn failing_runs_print_no_runtime_log_lines_body() {
     let cgroups = skiff_cgroups();
     let (code, _, stderr) = env.run(&["--tmpfs", "/scratch:size=bogus"], &["true"]);
     assert_eq!(code, 125, "{stderr}");
+    assert!(
+        stderr.contains("mounting tmpfs on /scratch: Invalid argument (options size=bogus)"),
+        "{stderr}"
+    );
     assert_only_skiff_messages(&stderr);
     env.assert_clean();
     assert_no_new_cgroups(&cgroups);

@@ -506,7 +506,19 @@ fn create_container(run: &Assembled, options: &RunOptions) -> Result<Launched, R
     } else {
         None
     };
-    let created = container::create(&run.id, &run.dir, stdio)?;
+    let created = match container::create(&run.id, &run.dir, stdio) {
+        Ok(created) => created,
+        // libcontainer's error says only that the rootfs could not be prepared: name the
+        // mount at fault when one of the user's is.
+        Err(err @ RunError::Container(_))
+            if !options.volumes.is_empty() || !options.tmpfs.is_empty() =>
+        {
+            return Err(
+                rootfs::probe_mounts(&run.dir, &options.volumes, &options.tmpfs).unwrap_or(err),
+            );
+        }
+        Err(err) => return Err(err),
+    };
     let pty = match &console {
         Some(listener) => {
             let master = stdio::receive_pty(listener)?;

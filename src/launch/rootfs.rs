@@ -11,6 +11,7 @@ use nix::mount::{MntFlags, MsFlags};
 use rootfs_cache::ConfinedRoot;
 
 use super::RunError;
+use crate::spec::Volume;
 
 /// Where the overlay's parts live in a run directory.
 pub(crate) const ROOTFS: &str = "rootfs";
@@ -223,6 +224,88 @@ pub(crate) fn check_mount_target(
         ));
     }
     Ok(())
+}
+
+/// mount(2) flags named in `--tmpfs` options (the rest is the filesystem's data), as the
+/// runtime reads them: (name, flag, set or clear).
+const MOUNT_FLAGS: [(&str, MsFlags, bool); 16] = [
+    ("ro", MsFlags::MS_RDONLY, true),
+    ("rw", MsFlags::MS_RDONLY, false),
+    ("nosuid", MsFlags::MS_NOSUID, true),
+    ("suid", MsFlags::MS_NOSUID, false),
+    ("nodev", MsFlags::MS_NODEV, true),
+    ("dev", MsFlags::MS_NODEV, false),
+    ("noexec", MsFlags::MS_NOEXEC, true),
+    ("exec", MsFlags::MS_NOEXEC, false),
+    ("sync", MsFlags::MS_SYNCHRONOUS, true),
+    ("async", MsFlags::MS_SYNCHRONOUS, false),
+    ("dirsync", MsFlags::MS_DIRSYNC, true),
+    ("noatime", MsFlags::MS_NOATIME, true),
+    ("atime", MsFlags::MS_NOATIME, false),
+    ("nodiratime", MsFlags::MS_NODIRATIME, true),
+    ("relatime", MsFlags::MS_RELATIME, true),
+    ("strictatime", MsFlags::MS_STRICTATIME, true),
+];
+
+/// After the runtime failed to prepare the rootfs (its error names no mount), finds the `-v`
+/// or `--tmpfs` mount the kernel refuses by making each once on a scratch mount point in the
+/// run directory (skiff's private mount namespace) and undoing it; the error names it. `None`
+/// when every one of them mounts.
+pub(crate) fn probe_mounts(run: &Path, volumes: &[Volume], tmpfs: &[String]) -> Option<RunError> {
+    let dir = run.join("probe");
+    let file = run.join("probe-file");
+    std::fs::create_dir(&dir).ok()?;
+    std::fs::write(&file, "").ok()?;
+    let attempt =
+        |source: &Path, target: &Path, fstype: Option<&str>, flags, data: Option<&str>| {
+            let result = nix::mount::mount(Some(source), target, fstype, flags, data);
+            if result.is_ok() {
+                let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
+            }
+            result
+        };
+    let mut found = None;
+    for v in volumes {
+        let target = if v.host.is_dir() { &dir } else { &file };
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+        if let Err(errno) = attempt(&v.host, target, None, flags, None) {
+            found = Some(RunError::BindMount {
+                what: v.host.display().to_string(),
+                target: v.container.clone(),
+                cause: errno.desc().to_owned(),
+            });
+            break;
+        }
+    }
+    for t in tmpfs {
+        if found.is_some() {
+            break;
+        }
+        let (target, options) = t.split_once(':').unwrap_or((t.as_str(), ""));
+        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        let mut data = Vec::new();
+        for option in options.split(',').filter(|o| !o.is_empty()) {
+            match MOUNT_FLAGS.iter().find(|(name, _, _)| *name == option) {
+                Some((_, flag, true)) => flags |= *flag,
+                Some((_, flag, false)) => flags &= !*flag,
+                None => data.push(option),
+            }
+        }
+        let data = data.join(",");
+        if let Err(errno) = attempt(Path::new("tmpfs"), &dir, Some("tmpfs"), flags, Some(&data)) {
+            found = Some(RunError::BindMount {
+                what: "tmpfs".into(),
+                target: target.to_owned(),
+                cause: match data.is_empty() {
+                    true => errno.desc().to_owned(),
+                    false => format!("{} (options {data})", errno.desc()),
+                },
+            });
+        }
+    }
+    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_file(&file);
+    found
 }
 
 /// [`RunError::BindMount`] with the cause as strerror(3) says it.
