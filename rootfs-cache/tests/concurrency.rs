@@ -5,12 +5,12 @@
 
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rootfs_cache::{Digest, LayerOutcome, Store};
 use skiff_test_rig::image::Layer;
-use skiff_test_rig::{Compression, Entry, Format};
+use skiff_test_rig::{Compression, Entry, Format, child, child_helper};
 
 /// A reader that sleeps between small reads, so a commit lasts long enough to overlap.
 struct Slow<R> {
@@ -36,20 +36,20 @@ fn many_files_layer(files: usize, tag: &str) -> Layer {
     Layer::from_tar(&tar, Compression::Gzip, Format::Oci).unwrap()
 }
 
-/// The child side of the multi-process tests: commits the layer described by the environment
-/// and prints what happened. A no-op when run as an ordinary test.
-#[test]
+/// A variable the test that started this helper sets for it.
+fn child_env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|e| panic!("{name}, set by the test that starts this helper: {e}"))
+}
+
+/// The child side of the multi-process tests (helper `child_commit`, started by
+/// [`spawn_child`]): commits the layer described by the environment and prints what happened.
 fn child_commit() {
-    let Ok(root) = std::env::var("SKIFF_CHILD_ROOT") else {
-        return;
-    };
-    let blob = std::fs::read(std::env::var("SKIFF_CHILD_BLOB").unwrap()).unwrap();
-    let digest = Digest::parse(&std::env::var("SKIFF_CHILD_DIGEST").unwrap()).unwrap();
-    let diff_id = Digest::parse(&std::env::var("SKIFF_CHILD_DIFF_ID").unwrap()).unwrap();
-    let delay_us: u64 = std::env::var("SKIFF_CHILD_DELAY_US")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let root = child_env("SKIFF_CHILD_ROOT");
+    let blob = std::fs::read(child_env("SKIFF_CHILD_BLOB")).unwrap();
+    let digest = Digest::parse(&child_env("SKIFF_CHILD_DIGEST")).unwrap();
+    let diff_id = Digest::parse(&child_env("SKIFF_CHILD_DIFF_ID")).unwrap();
+    let delay_us: u64 = child_env("SKIFF_CHILD_DELAY_US").parse().unwrap();
     let store = Store::open(&root).unwrap();
     let source = Slow {
         inner: Cursor::new(blob),
@@ -71,10 +71,10 @@ fn child_commit() {
         }
     );
 }
+child_helper!(child_commit);
 
 fn spawn_child(root: &Path, blob: &Path, layer: &Layer, delay_us: u64) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_commit", "--nocapture", "--test-threads=1"])
+    child::command("child_commit")
         .env("SKIFF_CHILD_ROOT", root)
         .env("SKIFF_CHILD_BLOB", blob)
         .env("SKIFF_CHILD_DIGEST", layer.blob.digest.to_string())
@@ -111,12 +111,8 @@ fn two_processes_committing_one_layer_do_the_work_once_and_both_succeed() {
     let mut outcomes = Vec::new();
     for child in children {
         let out = child.wait_with_output().unwrap();
+        child::assert_passed("child_commit", &out);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let outcome = stdout
             .lines()
             .find_map(|l| l.split("OUTCOME=").nth(1))
@@ -297,12 +293,10 @@ fn peak_rss_kib() -> u64 {
         .unwrap()
 }
 
-/// Child side of the memory test: commits a 1 GiB layer and prints its peak RSS.
-#[test]
+/// Child side of the memory test (helper `child_big_layer`): commits a 1 GiB layer into the
+/// store at `SKIFF_CHILD_BIG_ROOT` and prints its peak RSS.
 fn child_big_layer() {
-    let Ok(root) = std::env::var("SKIFF_CHILD_BIG_ROOT") else {
-        return;
-    };
+    let root = child_env("SKIFF_CHILD_BIG_ROOT");
     let size: u64 = 1 << 30;
     let digest = digest_of(TarGen::new(size));
     let store = Store::open(&root).unwrap();
@@ -318,6 +312,7 @@ fn child_big_layer() {
     assert_eq!(record.record().size, TarGen::new(size).total());
     println!("RSS_BEFORE={before} RSS_PEAK={}", peak_rss_kib());
 }
+child_helper!(child_big_layer);
 
 fn digest_of(mut r: impl Read) -> Digest {
     use sha2::Digest as _;
@@ -336,22 +331,12 @@ fn digest_of(mut r: impl Read) -> Digest {
 #[test]
 fn memory_stays_bounded_on_a_one_gib_layer() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_big_layer",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let out = child::command("child_big_layer")
         .env("SKIFF_CHILD_BIG_ROOT", dir.path())
         .output()
         .unwrap();
+    child::assert_passed("child_big_layer", &out);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let line = stdout
         .split("RSS_BEFORE=")
         .nth(1)

@@ -10,13 +10,10 @@ use std::path::{Path, PathBuf};
 
 use rootfs_cache::extract::{self, ExtractOptions};
 use rootfs_cache::{LayerRecord, Store};
-use skiff_test_rig::as_root_and_rootless;
 use skiff_test_rig::image::Layer;
-use skiff_test_rig::{Compression, Entry, Format};
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+use skiff_test_rig::{
+    Compression, Entry, Format, as_root_and_rootless, is_root, require_root, rootless_test,
+};
 
 /// A temp dir that can be removed even when a layer left read-only or mode-0 directories in it
 /// (rootless, the owner needs write and search permission to remove their children).
@@ -176,10 +173,7 @@ fn owned_entries() -> Vec<Entry> {
 
 #[test]
 fn ownership_as_root_is_chowned() {
-    if !is_root() {
-        eprintln!("not root: ownership_as_root_is_chowned checks nothing");
-        return;
-    }
+    require_root();
     let (_dir, fs, _) = commit(&owned_entries());
     let owner = |p: &str| {
         let m = meta(fs.join(p));
@@ -198,11 +192,7 @@ fn ownership_as_root_is_chowned() {
     );
 }
 
-#[test]
-fn ownership_rootless_is_an_xattr() {
-    if skiff_test_rig::rootless::delegate("ownership_rootless_is_an_xattr") {
-        return;
-    }
+fn ownership_rootless() {
     let (_dir, fs, _) = commit(&owned_entries());
     let me = (
         nix::unistd::geteuid().as_raw(),
@@ -232,6 +222,7 @@ fn ownership_rootless_is_an_xattr() {
         None
     );
 }
+rootless_test!(ownership_rootless_is_an_xattr, ownership_rootless);
 
 fn symlinks() {
     let long_target = format!("/{}", "t/".repeat(80));

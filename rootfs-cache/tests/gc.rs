@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::thread::JoinHandle;
 
 use rootfs_cache::lock::FileLock;
 use rootfs_cache::{
@@ -15,7 +16,7 @@ use rootfs_cache::{
     Store, StoreError,
 };
 use skiff_test_rig::image::{Image, Layer};
-use skiff_test_rig::{Compression, Entry, Format, ImageBuilder};
+use skiff_test_rig::{Compression, Entry, Format, ImageBuilder, child, child_helper};
 
 fn layer(entries: &[Entry], compression: Compression) -> Layer {
     let tar = skiff_test_rig::entry::tar(entries).unwrap();
@@ -149,16 +150,17 @@ const CHILD_ROOT: &str = "SKIFF_GC_TEST_ROOT";
 const CHILD_RUN: &str = "SKIFF_GC_TEST_RUN";
 const CHILD_LAYERS: &str = "SKIFF_GC_TEST_LAYERS";
 
-/// Not a test of its own: the body of the child process that holds a run. It registers the run,
-/// says `HELD`, and releases it when its stdin closes.
-#[test]
+/// A variable [`Holder::spawn`] sets for the child.
+fn child_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|e| panic!("{name}, set by Holder::spawn: {e}"))
+}
+
+/// Helper `child_process_holding_a_run`, the body of the child process that holds a run
+/// ([`Holder`]): it registers the run, says `HELD`, and releases it when its stdin closes.
 fn child_process_holding_a_run() {
-    let Ok(root) = std::env::var(CHILD_ROOT) else {
-        return;
-    };
-    let id = std::env::var(CHILD_RUN).unwrap();
-    let layers: Vec<Digest> = std::env::var(CHILD_LAYERS)
-        .unwrap()
+    let root = child_env(CHILD_ROOT);
+    let id = child_env(CHILD_RUN);
+    let layers: Vec<Digest> = child_env(CHILD_LAYERS)
         .split(',')
         .filter(|s| !s.is_empty())
         .map(|s| Digest::parse(s).unwrap())
@@ -171,23 +173,21 @@ fn child_process_holding_a_run() {
     hold.release().unwrap();
     println!("RELEASED");
 }
+child_helper!(child_process_holding_a_run);
 
 /// A run held by another process.
 struct Holder {
     child: Child,
     stdin: Option<ChildStdin>,
+    /// The rest of the child's stdout, read to its end (so the child never blocks on a full
+    /// pipe).
+    stdout: JoinHandle<Vec<u8>>,
 }
 
 impl Holder {
     fn spawn(store: &Store, id: &str, layers: &[Digest]) -> Self {
         let layers: Vec<String> = layers.iter().map(|d| d.to_string()).collect();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_process_holding_a_run",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = child::command("child_process_holding_a_run")
             .env(CHILD_ROOT, store.root())
             .env(CHILD_RUN, id)
             .env(CHILD_LAYERS, layers.join(","))
@@ -208,15 +208,33 @@ impl Holder {
                 break;
             }
         }
-        // Keep draining so the child never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Self { child, stdin }
+        let stdout = std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stdout, &mut rest);
+            rest
+        });
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
-    /// The run ends normally: the child releases its hold and exits.
+    /// The run ends normally: the child releases its hold and exits, its helper passed.
     fn release(mut self) {
         drop(self.stdin.take());
-        assert!(self.child.wait().unwrap().success());
+        let status = self.child.wait().unwrap();
+        let stdout = self.stdout.join().unwrap();
+        assert!(
+            String::from_utf8_lossy(&stdout).contains("RELEASED"),
+            "the child did not release its run"
+        );
+        let out = Output {
+            status,
+            stdout,
+            stderr: Vec::new(),
+        };
+        child::assert_passed("child_process_holding_a_run", &out);
     }
 
     /// The run crashes: SIGKILL, nothing is cleaned up.

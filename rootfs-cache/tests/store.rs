@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rootfs_cache::{Digest, ImageLayer, ImageRecord, LayerOutcome, RefRecord, Store, StoreError};
 use skiff_test_rig::image::Layer;
-use skiff_test_rig::{Compression, Entry, Format, busybox};
+use skiff_test_rig::{Compression, Entry, Format, busybox, is_root, rootless_test};
 
 fn layer(entries: &[Entry], compression: Compression) -> Layer {
     let tar = skiff_test_rig::entry::tar(entries).unwrap();
@@ -85,7 +85,7 @@ fn whiteouts_become_overlay_whiteouts_and_opaque_dirs() {
     assert_eq!(wh.rdev(), 0);
     assert!(!fs.join("etc/.wh.motd").exists());
     assert!(!fs.join("var/cache/.wh..wh..opq").exists());
-    let xattr = if nix::unistd::geteuid().is_root() {
+    let xattr = if is_root() {
         "trusted.overlay.opaque"
     } else {
         "user.overlay.opaque"
@@ -284,13 +284,7 @@ fn blobs_images_and_refs_round_trip() {
     assert!(store.images().unwrap().is_empty());
 }
 
-#[test]
-fn rootless_layer_keeps_owners_in_an_xattr_and_skips_devices() {
-    if skiff_test_rig::rootless::delegate(
-        "rootless_layer_keeps_owners_in_an_xattr_and_skips_devices",
-    ) {
-        return;
-    }
+fn rootless_layer() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let l = layer(
@@ -340,3 +334,7 @@ fn rootless_layer_keeps_owners_in_an_xattr_and_skips_devices() {
         Some(&b"y"[..])
     );
 }
+rootless_test!(
+    rootless_layer_keeps_owners_in_an_xattr_and_skips_devices,
+    rootless_layer
+);
