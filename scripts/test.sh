@@ -6,4 +6,6 @@ bash scripts/setup.sh
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The library builds without the command line's crates (what an embedder gets).
+cargo check -p skiff --lib --no-default-features --locked
 cargo test --workspace --locked

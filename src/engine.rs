@@ -467,7 +467,7 @@ impl Engine {
     pub fn run(
         &self,
         image: &str,
-        options: &crate::spec::RunOptions,
+        options: &crate::launch::RunOptions,
         pull: crate::launch::PullPolicy,
     ) -> Result<crate::launch::RunOutcome, EngineError> {
         use crate::launch::{self, PullPolicy, Timings};

@@ -20,6 +20,9 @@
 //! # }
 //! ```
 
+// The library prints nothing: notices go through `Progress`, errors are returned.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod engine;
 mod error;
 mod host;
@@ -29,12 +32,12 @@ mod progress;
 mod pull;
 mod reference;
 mod registry;
-mod spec;
 
 pub use engine::{Engine, EngineError, EngineOptions, ImageSummary, Info};
 pub use error::error_chain;
 pub use host::CgroupLayout;
 pub use image::ManifestError;
+pub use launch::{Network, RunOptions, SpecError, Volume};
 pub use launch::{PullPolicy, RunError, RunOutcome, Timings};
 pub use progress::{LayerEvent, Notice, Progress, Silent};
 pub use pull::{PullError, PullOptions, PullReport};
@@ -44,4 +47,3 @@ pub use rootfs_cache::{
     Digest, DigestError, Finding, GcOptions, GcReport, ImageLayer, ImageRecord, Kept, StoreError,
     VerifyReport,
 };
-pub use spec::{Network, RunOptions, SpecError, Volume};

@@ -32,6 +32,10 @@ pub(crate) const INIT_FILE: &str = "init";
 #[derive(Clone)]
 struct PayloadExecutor;
 
+/// Ends the container's init process when the payload cannot be executed, with docker's
+/// message on the payload's own stderr (the one place the library writes to a terminal: it is
+/// the container's output, not the engine's).
+#[allow(clippy::print_stderr)]
 fn fail(code: i32, message: &str) -> ! {
     eprintln!("skiff: {message}");
     // SAFETY: _exit ends this (cloned container init) process without running any destructors.

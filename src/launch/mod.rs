@@ -1,5 +1,7 @@
-//! Launching a container: rootfs assembly, libcontainer create/start/wait/delete, rootless id
-//! maps, stdio/TTY/signals, and cleanup of this run and of runs that died before cleaning up.
+//! Launching a container: the runtime spec (image config + run options), rootfs assembly,
+//! libcontainer create/start/wait/delete, rootless id maps, stdio/TTY/signals, and cleanup of
+//! this run and of runs that died before cleaning up. It uses the image module and the store,
+//! never the registry.
 //!
 //! Everything here runs on the calling thread of a single-threaded process: libcontainer clones
 //! the caller, which hangs now and then from a multi-threaded one (youki #2425, #3011, #3027).
@@ -7,6 +9,7 @@
 mod container;
 mod rootfs;
 mod rootless;
+mod spec;
 mod stdio;
 
 use std::io::ErrorKind;
@@ -15,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use rootfs_cache::{ImageRecord, OverlayXattrs, Store, StoreError};
 
-use crate::spec::{self, Network, RunOptions, SpecContext, SpecError};
 use oci_spec::image::Config as RunConfig;
+use spec::SpecContext;
+pub use spec::{Network, RunOptions, SpecError, Volume};
 
 /// Failures of a launch; skiff exits 125 on them (docker's "the engine failed").
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use nix::mount::{MntFlags, MsFlags};
 use rootfs_cache::ConfinedRoot;
 
 use super::RunError;
-use crate::spec::Volume;
+use super::spec::Volume;
 
 /// Where the overlay's parts live in a run directory.
 pub(crate) const ROOTFS: &str = "rootfs";
