@@ -37,7 +37,7 @@ pub use engine::{Engine, EngineError, EngineOptions, ImageSummary, Info};
 pub use error::error_chain;
 pub use host::CgroupLayout;
 pub use image::ManifestError;
-pub use launch::{Network, RunOptions, SpecError, Volume};
+pub use launch::{Network, RunOptions, Seccomp, SpecError, Volume};
 pub use launch::{PullPolicy, RunError, RunOutcome, Timings};
 pub use progress::{LayerEvent, Notice, Progress, Silent};
 pub use pull::{PullError, PullOptions, PullReport};

@@ -40,7 +40,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command in a new container from an image (pulled first if missing)
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Pull an image from a registry into the store
     Pull(pull::PullArgs),
     /// List images in the store

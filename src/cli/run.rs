@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use skiff::{Engine, Network, PullPolicy, RunOptions, Volume};
+use skiff::{Engine, Network, PullPolicy, RunOptions, Seccomp, Volume};
 
 /// `--pull` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -72,6 +72,9 @@ pub struct RunArgs {
     /// Drop a capability (or ALL)
     #[arg(long, value_name = "CAP")]
     cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false]
+    #[arg(long, value_name = "OPT")]
+    security_opt: Vec<String>,
     /// Override the image's entrypoint ("" clears it); resets its Cmd
     #[arg(long, value_name = "CMD")]
     entrypoint: Option<String>,
@@ -101,6 +104,7 @@ pub fn run(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|v| Volume::parse(v))
         .collect::<Result<Vec<_>, _>>()?;
+    let security = SecurityOpts::parse(&args.security_opt)?;
     let options = RunOptions {
         command: command.to_vec(),
         entrypoint: args.entrypoint.clone(),
@@ -120,6 +124,8 @@ pub fn run(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
         cap_drop: args.cap_drop.clone(),
         interactive: args.interactive,
         tty: args.tty,
+        seccomp: security.seccomp,
+        no_new_privileges: security.no_new_privileges,
     };
     let pull = match args.pull {
         PullArg::Missing => PullPolicy::Missing,
@@ -131,4 +137,68 @@ pub fn run(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
         eprint!("{}", outcome.timings.report());
     }
     Ok(outcome.exit_code)
+}
+
+/// What `--security-opt` asked for.
+#[derive(Debug, Default)]
+struct SecurityOpts {
+    seccomp: Seccomp,
+    no_new_privileges: bool,
+}
+
+impl SecurityOpts {
+    /// docker's forms: `seccomp=unconfined`, `seccomp=FILE`, `no-new-privileges`,
+    /// `no-new-privileges=true|false` (and the old `:` separator); AppArmor and SELinux
+    /// options that only turn confinement off are accepted, there being none to turn off.
+    fn parse(opts: &[String]) -> anyhow::Result<Self> {
+        let mut out = Self::default();
+        for opt in opts {
+            let (key, value) = match opt.split_once(['=', ':']) {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt.as_str(), None),
+            };
+            match (key, value) {
+                ("seccomp", Some("unconfined")) => out.seccomp = Seccomp::Unconfined,
+                ("seccomp", Some(path)) if !path.is_empty() => {
+                    out.seccomp = Seccomp::Profile(path.into());
+                }
+                ("no-new-privileges", None | Some("true")) => out.no_new_privileges = true,
+                ("no-new-privileges", Some("false")) => out.no_new_privileges = false,
+                ("apparmor", Some("unconfined")) | ("label", Some("disable")) => {}
+                _ => anyhow::bail!(
+                    "invalid --security-opt {opt:?}: skiff takes seccomp=unconfined, \
+                     seccomp=PROFILE.json and no-new-privileges[=true|false]"
+                ),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_opts_parse_as_docker_takes_them() {
+        let parse = |opts: &[&str]| {
+            SecurityOpts::parse(&opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        let o = parse(&["seccomp=unconfined", "no-new-privileges"]).unwrap();
+        assert_eq!(o.seccomp, Seccomp::Unconfined);
+        assert!(o.no_new_privileges);
+        let o = parse(&["seccomp=/etc/p.json", "no-new-privileges:false"]).unwrap();
+        assert_eq!(o.seccomp, Seccomp::Profile("/etc/p.json".into()));
+        assert!(!o.no_new_privileges);
+        assert_eq!(parse(&[]).unwrap().seccomp, Seccomp::Default);
+        for bad in [
+            "seccomp",
+            "seccomp=",
+            "no-new-privileges=maybe",
+            "apparmor=docker-default",
+        ] {
+            let err = parse(&[bad]).unwrap_err().to_string();
+            assert!(err.contains("invalid --security-opt"), "{bad}: {err}");
+        }
+    }
 }

@@ -20,7 +20,7 @@ use rootfs_cache::{ImageRecord, OverlayXattrs, Store, StoreError};
 
 use oci_spec::image::Config as RunConfig;
 use spec::SpecContext;
-pub use spec::{Network, RunOptions, SpecError, Volume};
+pub use spec::{Network, RunOptions, Seccomp, SpecError, Volume};
 
 /// Failures of a launch; skiff exits 125 on them (docker's "the engine failed").
 #[derive(Debug, thiserror::Error)]

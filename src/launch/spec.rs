@@ -233,6 +233,18 @@ pub enum Network {
     None,
 }
 
+/// The container's seccomp filter (`--security-opt seccomp=…`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Seccomp {
+    /// docker's default profile, resolved for the container's capabilities and architecture.
+    #[default]
+    Default,
+    /// No filter (`seccomp=unconfined`).
+    Unconfined,
+    /// A profile in docker's JSON format (`seccomp=PROFILE.json`).
+    Profile(PathBuf),
+}
+
 /// A bind mount from the host (`-v host:container[:ro]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
@@ -320,6 +332,11 @@ pub struct RunOptions {
     pub interactive: bool,
     /// `-t`: allocate a TTY.
     pub tty: bool,
+    /// `--security-opt seccomp=…`.
+    pub seccomp: Seccomp,
+    /// `--security-opt no-new-privileges`: setuid binaries no longer raise privileges (off by
+    /// default, as in docker).
+    pub no_new_privileges: bool,
 }
 
 /// A resolved container user.
