@@ -3,14 +3,17 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::{commit, dir_names, layer};
 use rootfs_cache::{Digest, LayerOutcome, Store};
 use skiff_test_rig::image::Layer;
-use skiff_test_rig::{Compression, Entry, Format, child, child_helper};
+use skiff_test_rig::{Compression, Entry, child, child_helper};
 
 /// A reader that sleeps between small reads, so a commit lasts long enough to overlap.
 struct Slow<R> {
@@ -32,24 +35,17 @@ fn many_files_layer(files: usize, tag: &str) -> Layer {
         let body: Vec<u8> = (0..4096u32).map(|b| (b as usize * 31 + i) as u8).collect();
         entries.push(Entry::file(format!("data/{tag}-{i:05}"), body));
     }
-    let tar = skiff_test_rig::entry::tar(&entries).unwrap();
-    Layer::from_tar(&tar, Compression::Gzip, Format::Oci).unwrap()
-}
-
-/// A variable the test that started this helper sets for it.
-fn child_env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|e| panic!("{name}, set by the test that starts this helper: {e}"))
+    layer(&entries, Compression::Gzip)
 }
 
 /// The child side of the multi-process tests (helper `child_commit`, started by
 /// [`spawn_child`]): commits the layer described by the environment and prints what happened.
 fn child_commit() {
-    let root = child_env("SKIFF_CHILD_ROOT");
-    let blob = std::fs::read(child_env("SKIFF_CHILD_BLOB")).unwrap();
-    let digest = Digest::parse(&child_env("SKIFF_CHILD_DIGEST")).unwrap();
-    let diff_id = Digest::parse(&child_env("SKIFF_CHILD_DIFF_ID")).unwrap();
-    let delay_us: u64 = child_env("SKIFF_CHILD_DELAY_US").parse().unwrap();
+    let root = child::env("SKIFF_CHILD_ROOT");
+    let blob = std::fs::read(child::env("SKIFF_CHILD_BLOB")).unwrap();
+    let digest = Digest::parse(&child::env("SKIFF_CHILD_DIGEST")).unwrap();
+    let diff_id = Digest::parse(&child::env("SKIFF_CHILD_DIFF_ID")).unwrap();
+    let delay_us: u64 = child::env("SKIFF_CHILD_DELAY_US").parse().unwrap();
     let store = Store::open(&root).unwrap();
     let source = Slow {
         inner: Cursor::new(blob),
@@ -92,13 +88,6 @@ fn write_blob(dir: &Path, layer: &Layer) -> PathBuf {
     path
 }
 
-fn dir_entries(path: &Path) -> Vec<String> {
-    std::fs::read_dir(path)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
 #[test]
 fn two_processes_committing_one_layer_do_the_work_once_and_both_succeed() {
     let work = tempfile::tempdir().unwrap();
@@ -125,10 +114,10 @@ fn two_processes_committing_one_layer_do_the_work_once_and_both_succeed() {
     let store = Store::open(&root).unwrap();
     assert_eq!(store.layers().unwrap(), [layer.diff_id]);
     assert_eq!(
-        dir_entries(&store.layer_dir(&layer.diff_id).join("data")).len(),
+        dir_names(&store.layer_dir(&layer.diff_id).join("data")).len(),
         300
     );
-    assert!(dir_entries(&root.join("tmp")).is_empty());
+    assert!(dir_names(&root.join("tmp")).is_empty());
 }
 
 #[test]
@@ -144,13 +133,13 @@ fn writer_killed_mid_extraction_leaves_only_tmp_garbage_that_the_next_writer_cle
     let staged = loop {
         let tmp = root.join("tmp");
         let staged = if tmp.is_dir() {
-            dir_entries(&tmp)
+            dir_names(&tmp)
         } else {
             Vec::new()
         };
         if let Some(name) = staged.iter().find(|n| n.starts_with("layer-")) {
             let data = tmp.join(name).join("fs/data");
-            if data.is_dir() && dir_entries(&data).len() >= 5 {
+            if data.is_dir() && dir_names(&data).len() >= 5 {
                 break name.clone();
             }
         }
@@ -172,22 +161,15 @@ fn writer_killed_mid_extraction_leaves_only_tmp_garbage_that_the_next_writer_cle
     );
 
     // The lock died with the process: the next writer gets it, clears the garbage, commits.
-    let outcome = store
-        .commit_layer(
-            &layer.blob.digest,
-            &layer.diff_id,
-            &layer.blob.media_type,
-            Cursor::new(layer.blob.bytes.clone()),
-        )
-        .unwrap();
+    let outcome = commit(&store, &layer);
     assert!(matches!(outcome, LayerOutcome::Committed(_)));
     assert!(
-        dir_entries(&root.join("tmp")).is_empty(),
+        dir_names(&root.join("tmp")).is_empty(),
         "{:?}",
-        dir_entries(&root.join("tmp"))
+        dir_names(&root.join("tmp"))
     );
     assert_eq!(
-        dir_entries(&store.layer_dir(&layer.diff_id).join("data")).len(),
+        dir_names(&store.layer_dir(&layer.diff_id).join("data")).len(),
         400
     );
 }
@@ -223,7 +205,7 @@ fn many_layers_extract_in_parallel_each_independent() {
     want.sort();
     assert_eq!(store.layers().unwrap(), want);
     for (i, layer) in layers.iter().enumerate() {
-        let names = dir_entries(&store.layer_dir(&layer.diff_id).join("data"));
+        let names = dir_names(&store.layer_dir(&layer.diff_id).join("data"));
         assert_eq!(names.len(), 100);
         assert!(names.iter().all(|n| n.starts_with(&format!("p{i}-"))));
     }
@@ -296,7 +278,7 @@ fn peak_rss_kib() -> u64 {
 /// Child side of the memory test (helper `child_big_layer`): commits a 1 GiB layer into the
 /// store at `SKIFF_CHILD_BIG_ROOT` and prints its peak RSS.
 fn child_big_layer() {
-    let root = child_env("SKIFF_CHILD_BIG_ROOT");
+    let root = child::env("SKIFF_CHILD_BIG_ROOT");
     let size: u64 = 1 << 30;
     let digest = digest_of(TarGen::new(size));
     let store = Store::open(&root).unwrap();

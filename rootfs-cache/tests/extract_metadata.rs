@@ -4,15 +4,16 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
 use std::io::Cursor;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rootfs_cache::extract::{self, ExtractOptions};
 use rootfs_cache::{LayerRecord, Store};
-use skiff_test_rig::image::Layer;
 use skiff_test_rig::{
-    Compression, Entry, Format, as_root_and_rootless, is_root, require_root, rootless_test,
+    Compression, Entry, as_root_and_rootless, is_root, require_root, rootless_test,
 };
 
 /// A temp dir that can be removed even when a layer left read-only or mode-0 directories in it
@@ -42,17 +43,8 @@ impl Drop for Scratch {
 fn commit(entries: &[Entry]) -> (Scratch, PathBuf, LayerRecord) {
     let dir = Scratch(tempfile::tempdir().unwrap());
     let store = Store::open(dir.0.path().join("store")).unwrap();
-    let tar = skiff_test_rig::entry::tar(entries).unwrap();
-    let layer = Layer::from_tar(&tar, Compression::Gzip, Format::Oci).unwrap();
-    let outcome = store
-        .commit_layer(
-            &layer.blob.digest,
-            &layer.diff_id,
-            &layer.blob.media_type,
-            Cursor::new(layer.blob.bytes.clone()),
-        )
-        .unwrap();
-    let record = outcome.record().clone();
+    let layer = common::layer(entries, Compression::Gzip);
+    let record = common::commit(&store, &layer).record().clone();
     let fs = store.layer_dir(&layer.diff_id);
     (dir, fs, record)
 }

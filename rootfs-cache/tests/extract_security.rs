@@ -4,16 +4,19 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use common::{is_empty_dir, layer, try_commit};
 use rootfs_cache::extract::{self, ExtractError, ExtractOptions, Limits, UnsafeName};
 use rootfs_cache::{LayerOutcome, Store, StoreError};
 use skiff_test_rig::as_root_and_rootless;
 use skiff_test_rig::image::Layer;
-use skiff_test_rig::{Compression, Entry, Format};
+use skiff_test_rig::{Compression, Entry};
 
 /// Everything observable about a tree: type, mode, owner, size, times, inode, links, content,
 /// link target and xattr names of every path.
@@ -129,14 +132,8 @@ impl Rig {
     }
 
     fn commit(&self, entries: &[Entry]) -> (Layer, Result<LayerOutcome, StoreError>) {
-        let tar = skiff_test_rig::entry::tar(entries).unwrap();
-        let layer = Layer::from_tar(&tar, Compression::Gzip, Format::Oci).unwrap();
-        let result = self.store.commit_layer(
-            &layer.blob.digest,
-            &layer.diff_id,
-            &layer.blob.media_type,
-            Cursor::new(layer.blob.bytes.clone()),
-        );
+        let layer = layer(entries, Compression::Gzip);
+        let result = try_commit(&self.store, &layer);
         (layer, result)
     }
 
@@ -191,10 +188,6 @@ impl Rig {
             "something appeared next to the store"
         );
     }
-}
-
-fn is_empty_dir(path: &Path) -> bool {
-    std::fs::read_dir(path).unwrap().next().is_none()
 }
 
 fn unsafe_name(err: &ExtractError) -> (String, UnsafeName) {

@@ -4,94 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use common::{commit, is_empty_dir, layer, try_commit};
 use rootfs_cache::{GcOptions, Store};
-use skiff_test_rig::image::Layer;
-use skiff_test_rig::{Compression, Entry, Format, require_root};
-
-/// A small ext4 filesystem on a loop device, unmounted and detached when dropped (also when
-/// the test fails).
-struct LoopFs {
-    _dir: tempfile::TempDir,
-    mnt: PathBuf,
-    device: Option<String>,
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-impl LoopFs {
-    fn new(size: &str) -> Self {
-        require_root();
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("fs.img");
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let image_s = image.to_str().unwrap();
-        let mnt_s = mnt.to_str().unwrap().to_owned();
-        run("truncate", &["-s", size, image_s]);
-        run("mkfs.ext4", &["-q", "-F", image_s]);
-        let device = run("losetup", &["--find", "--show", image_s]);
-        // From here on, Drop detaches the device (and unmounts once mounted).
-        let fs = Self {
-            _dir: dir,
-            mnt,
-            device: Some(device),
-        };
-        let device = fs.device.as_deref().unwrap_or_default();
-        run("mount", &[device, &mnt_s]);
-        fs
-    }
-
-    /// Free bytes (for root: reserved blocks count as free).
-    fn free(&self) -> u64 {
-        let st = nix::sys::statvfs::statvfs(&self.mnt).unwrap();
-        st.blocks_free() * st.fragment_size()
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let mounted = Command::new("mountpoint")
-            .arg("-q")
-            .arg(&self.mnt)
-            .status()
-            .is_ok_and(|s| s.success());
-        if mounted {
-            let _ = Command::new("umount").arg(&self.mnt).status();
-        }
-        if let Some(device) = self.device.take() {
-            let _ = Command::new("losetup").args(["-d", &device]).status();
-        }
-    }
-}
-
-/// Incompressible bytes, deterministic per seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use skiff_test_rig::{Compression, Entry, LoopFs, synth};
 
 /// The error and all its sources, as a user would read them.
 fn chain(err: &dyn std::error::Error) -> String {
@@ -105,13 +22,10 @@ fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-fn is_empty_dir(path: &Path) -> bool {
-    std::fs::read_dir(path).unwrap().next().is_none()
-}
-
 #[test]
 fn a_layer_bigger_than_the_disk_fails_with_its_cause_and_leaves_nothing() {
-    let fs = LoopFs::new("24M");
+    let dir = tempfile::tempdir().unwrap();
+    let fs = LoopFs::new(dir.path(), "24M");
     let root = fs.mnt.join("store");
     let store = Store::open(&root).unwrap();
     let free_before = fs.free();
@@ -119,20 +33,15 @@ fn a_layer_bigger_than_the_disk_fails_with_its_cause_and_leaves_nothing() {
     // Five 8 MiB files of noise: 40 MiB that no compression shrinks, on a 24 MiB filesystem.
     let mut entries = vec![Entry::dir("data/")];
     for i in 0..5 {
-        entries.push(Entry::file(format!("data/big{i}"), noise(i, 8 << 20)));
+        entries.push(Entry::file(
+            format!("data/big{i}"),
+            synth::noise(i, 8 << 20),
+        ));
     }
-    let tar = skiff_test_rig::entry::tar(&entries).unwrap();
-    let layer = Layer::from_tar(&tar, Compression::Gzip, Format::Oci).unwrap();
+    let layer = layer(&entries, Compression::Gzip);
     assert!(layer.blob.bytes.len() as u64 > free_before);
 
-    let err = store
-        .commit_layer(
-            &layer.blob.digest,
-            &layer.diff_id,
-            &layer.blob.media_type,
-            std::io::Cursor::new(layer.blob.bytes.clone()),
-        )
-        .unwrap_err();
+    let err = try_commit(&store, &layer).unwrap_err();
     let message = chain(&err);
     assert!(
         message.to_lowercase().contains("no space left on device"),
@@ -164,15 +73,7 @@ fn a_layer_bigger_than_the_disk_fails_with_its_cause_and_leaves_nothing() {
     );
 
     // And the store still works once there is room: a small layer commits.
-    let small = skiff_test_rig::entry::tar(&[Entry::file("ok", "fits")]).unwrap();
-    let small = Layer::from_tar(&small, Compression::Gzip, Format::Oci).unwrap();
-    store
-        .commit_layer(
-            &small.blob.digest,
-            &small.diff_id,
-            &small.blob.media_type,
-            std::io::Cursor::new(small.blob.bytes.clone()),
-        )
-        .unwrap();
+    let small = common::layer(&[Entry::file("ok", "fits")], Compression::Gzip);
+    commit(&store, &small);
     assert!(store.has_layer(&small.diff_id));
 }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -10,29 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::thread::JoinHandle;
 
+use common::{commit, dir_names, layer};
 use rootfs_cache::lock::FileLock;
 use rootfs_cache::{
-    Digest, GcOptions, GcReport, ImageLayer, ImageRecord, LayerOutcome, LayerSlot, RefRecord,
-    Store, StoreError,
+    Digest, GcOptions, GcReport, ImageLayer, ImageRecord, LayerSlot, RefRecord, Store, StoreError,
 };
-use skiff_test_rig::image::{Image, Layer};
+use skiff_test_rig::image::Image;
 use skiff_test_rig::{Compression, Entry, Format, ImageBuilder, child, child_helper};
-
-fn layer(entries: &[Entry], compression: Compression) -> Layer {
-    let tar = skiff_test_rig::entry::tar(entries).unwrap();
-    Layer::from_tar(&tar, compression, Format::Oci).unwrap()
-}
-
-fn commit(store: &Store, layer: &Layer) -> LayerOutcome {
-    store
-        .commit_layer(
-            &layer.blob.digest,
-            &layer.diff_id,
-            &layer.blob.media_type,
-            std::io::Cursor::new(layer.blob.bytes.clone()),
-        )
-        .unwrap()
-}
 
 /// Entries of a layer of about `bytes` bytes, distinct per seed, with a read-only directory
 /// and a whiteout (a device node) so that removal has to cope with both.
@@ -109,15 +95,6 @@ fn gc(store: &Store) -> GcReport {
     store.gc(&GcOptions::default()).unwrap()
 }
 
-fn tmp_names(root: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(root.join("tmp"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// Every path under the root (but locks/, where looking takes locks) with its size and mode.
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u64, u32)> {
     let mut out = BTreeMap::new();
@@ -150,17 +127,12 @@ const CHILD_ROOT: &str = "SKIFF_GC_TEST_ROOT";
 const CHILD_RUN: &str = "SKIFF_GC_TEST_RUN";
 const CHILD_LAYERS: &str = "SKIFF_GC_TEST_LAYERS";
 
-/// A variable [`Holder::spawn`] sets for the child.
-fn child_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|e| panic!("{name}, set by Holder::spawn: {e}"))
-}
-
 /// Helper `child_process_holding_a_run`, the body of the child process that holds a run
 /// ([`Holder`]): it registers the run, says `HELD`, and releases it when its stdin closes.
 fn child_process_holding_a_run() {
-    let root = child_env(CHILD_ROOT);
-    let id = child_env(CHILD_RUN);
-    let layers: Vec<Digest> = child_env(CHILD_LAYERS)
+    let root = child::env(CHILD_ROOT);
+    let id = child::env(CHILD_RUN);
+    let layers: Vec<Digest> = child::env(CHILD_LAYERS)
         .split(',')
         .filter(|s| !s.is_empty())
         .map(|s| Digest::parse(s).unwrap())
@@ -272,7 +244,7 @@ fn gc_removes_unreferenced_layers_and_blobs_and_keeps_referenced_ones() {
         assert!(store.blob(&d).unwrap().is_some());
     }
     assert!(store.image(&image.manifest.digest).unwrap().is_some());
-    assert!(tmp_names(dir.path()).is_empty());
+    assert!(dir_names(&dir.path().join("tmp")).is_empty());
     assert!(store.verify().unwrap().is_clean());
 
     // Nothing left to do.
@@ -363,7 +335,7 @@ fn run_hold_in_process_lives_until_dropped_and_ids_are_checked() {
     let path = hold.path().to_owned();
     drop(hold);
     assert!(!path.exists());
-    assert!(tmp_names(dir.path()).is_empty());
+    assert!(dir_names(&dir.path().join("tmp")).is_empty());
     assert_eq!(gc(&store).removed_layers, vec![held]);
 
     let hold = store.hold_run("r2", &[], &[]).unwrap();
@@ -437,7 +409,7 @@ fn tmp_garbage_of_dead_writers_goes_and_live_writers_stay() {
             .any(|k| k.reason.contains("writer") && k.reason.contains(&writing.diff_id.hex()))
     );
     assert_eq!(
-        tmp_names(dir.path()),
+        dir_names(&dir.path().join("tmp")),
         vec![live_file.clone(), writing_tmp.clone()]
     );
 
@@ -445,7 +417,7 @@ fn tmp_garbage_of_dead_writers_goes_and_live_writers_stay() {
     drop(slot);
     let report = gc(&store);
     assert_eq!(report.removed_tmp, vec![writing_tmp]);
-    assert_eq!(tmp_names(dir.path()), vec![live_file]);
+    assert_eq!(dir_names(&dir.path().join("tmp")), vec![live_file]);
 }
 
 #[test]

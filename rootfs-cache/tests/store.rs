@@ -2,30 +2,14 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use common::{commit, is_empty_dir, layer};
 use rootfs_cache::{Digest, ImageLayer, ImageRecord, LayerOutcome, RefRecord, Store, StoreError};
-use skiff_test_rig::image::Layer;
-use skiff_test_rig::{Compression, Entry, Format, busybox, is_root, rootless_test};
-
-fn layer(entries: &[Entry], compression: Compression) -> Layer {
-    let tar = skiff_test_rig::entry::tar(entries).unwrap();
-    Layer::from_tar(&tar, compression, Format::Oci).unwrap()
-}
-
-fn commit(store: &Store, layer: &Layer) -> Result<LayerOutcome, StoreError> {
-    store.commit_layer(
-        &layer.blob.digest,
-        &layer.diff_id,
-        &layer.blob.media_type,
-        std::io::Cursor::new(layer.blob.bytes.clone()),
-    )
-}
-
-fn is_empty_dir(path: &Path) -> bool {
-    std::fs::read_dir(path).unwrap().next().is_none()
-}
+use skiff_test_rig::{Compression, Entry, busybox, is_root, rootless_test};
 
 #[test]
 fn busybox_layer_commits_once_in_every_compression() {
@@ -34,7 +18,7 @@ fn busybox_layer_commits_once_in_every_compression() {
     let entries = busybox::entries().unwrap();
     for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
         let layer = layer(&entries, compression);
-        let outcome = commit(&store, &layer).unwrap();
+        let outcome = commit(&store, &layer);
         let first_time = compression == Compression::Gzip;
         assert_eq!(
             matches!(outcome, LayerOutcome::Committed(_)),
@@ -78,7 +62,7 @@ fn whiteouts_become_overlay_whiteouts_and_opaque_dirs() {
         ],
         Compression::Gzip,
     );
-    commit(&store, &l).unwrap();
+    commit(&store, &l);
     let fs = store.layer_dir(&l.diff_id);
     let wh = std::fs::symlink_metadata(fs.join("etc/motd")).unwrap();
     assert!(wh.file_type().is_char_device());
@@ -300,7 +284,7 @@ fn rootless_layer() {
         ],
         Compression::Gzip,
     );
-    let record = commit(&store, &l).unwrap().record().clone();
+    let record = commit(&store, &l).record().clone();
     let fs = store.layer_dir(&l.diff_id);
     let me = nix::unistd::geteuid().as_raw();
     let f = std::fs::metadata(fs.join("home/user/f")).unwrap();

@@ -94,6 +94,16 @@ pub fn command_for(exe: &Path, name: &str) -> Command {
     cmd
 }
 
+/// Variable `name` of this child's environment, set by the test that started the helper (with
+/// [`command`]`(..).env(name, ..)`); panics naming the variable when it is missing or not
+/// UTF-8.
+#[track_caller]
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|e| {
+        panic!("{name}: {e} (the test that starts this helper sets it with child::command(..).env)")
+    })
+}
+
 /// Panics unless the child that ran helper `name` exited 0 after the helper returned.
 #[track_caller]
 pub fn assert_passed(name: &str, out: &Output) {

@@ -1,8 +1,8 @@
 //! skiff's test rig: a real local registry (plain, basic auth, token auth, TLS, behind a
-//! fault-injecting proxy), images built in Rust and pushed through the
-//! registry API, and the busybox fixture; preconditions that fail loudly ([`require`]), child
-//! processes of a test binary ([`child`]) and bodies run as the unprivileged test user
-//! ([`rootless`]). Used by the tests and benches of every crate.
+//! fault-injecting proxy), images built in Rust and pushed through the registry API, the
+//! busybox fixture and a small loop-mounted filesystem ([`loopfs`]); preconditions that fail
+//! loudly ([`require`]), child processes of a test binary ([`child`]) and bodies run as the
+//! unprivileged test user ([`rootless`]). Used by the tests and benches of every crate.
 
 pub mod busybox;
 pub mod child;
@@ -10,6 +10,7 @@ pub mod client;
 pub mod entry;
 pub mod fault_proxy;
 pub mod image;
+pub mod loopfs;
 pub mod registry;
 pub mod require;
 pub mod rootless;
@@ -21,6 +22,7 @@ pub use client::RegistryClient;
 pub use entry::{Entry, Kind};
 pub use fault_proxy::{Fault, FaultProxy, RequestLog};
 pub use image::{Compression, Format, Image, ImageBuilder, Index, Platform};
+pub use loopfs::LoopFs;
 pub use registry::{Registry, RegistryOptions};
 pub use require::{is_root, require_root};
 pub use token::{TokenAuth, TokenServer};

@@ -1,4 +1,5 @@
-//! Synthetic layers for benchmarks: many small files plus a few large ones, deterministic.
+//! Synthetic layers for benchmarks: many small files plus a few large ones, deterministic; and
+//! incompressible bytes ([`noise`]).
 
 use crate::entry::Entry;
 
@@ -36,6 +37,17 @@ impl XorShift {
         self.0 ^= self.0 << 17;
         self.0
     }
+}
+
+/// `len` incompressible bytes, the same for the same seed.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 const WORDS: [&str; 16] = [

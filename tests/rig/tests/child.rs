@@ -42,6 +42,33 @@ fn an_unregistered_helper_fails_its_test() {
     assert!(message.contains("not registered"), "{message}");
 }
 
+fn reads_its_env() {
+    println!("GOT={}", child::env("SKIFF_RIG_TEST_VALUE"));
+}
+child_helper!(reads_its_env);
+
+#[test]
+fn a_helper_reads_the_environment_its_test_set_and_names_a_missing_variable() {
+    let out = child::command("reads_its_env")
+        .env("SKIFF_RIG_TEST_VALUE", "forty-two")
+        .output()
+        .unwrap();
+    child::assert_passed("reads_its_env", &out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("GOT=forty-two"), "{stdout}");
+
+    let out = child::command("reads_its_env")
+        .env_remove("SKIFF_RIG_TEST_VALUE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(101));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("SKIFF_RIG_TEST_VALUE: environment variable not found"),
+        "{stderr}"
+    );
+}
+
 /// The process's real and effective uid.
 fn uids() -> (u32, u32) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
