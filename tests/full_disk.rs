@@ -6,94 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use common::Env;
-use skiff_test_rig::{Compression, Entry, Format, ImageBuilder, Registry, require_root};
+use skiff_test_rig::synth::noise;
+use skiff_test_rig::{Compression, Entry, Format, ImageBuilder, LoopFs, Registry, require_root};
 
 /// A small ext4 filesystem on a loop device, unmounted and detached when dropped (also when
 /// the test fails).
-struct LoopFs {
-    mnt: PathBuf,
-    device: Option<String>,
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-impl LoopFs {
-    /// Makes a filesystem of `size` (truncate's syntax) in `dir` and mounts it at `dir/mnt`.
-    fn new(dir: &Path, size: &str) -> Self {
-        let image = dir.join("fs.img");
-        let mnt = dir.join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let image = image.to_str().unwrap();
-        run("truncate", &["-s", size, image]);
-        run("mkfs.ext4", &["-q", "-F", image]);
-        let device = run("losetup", &["--find", "--show", image]);
-        // From here on, Drop detaches the device (and unmounts once mounted).
-        let fs = Self {
-            mnt,
-            device: Some(device),
-        };
-        run(
-            "mount",
-            &[
-                fs.device.as_deref().unwrap_or_default(),
-                fs.mnt.to_str().unwrap(),
-            ],
-        );
-        fs
-    }
-
-    /// Free bytes (for root: reserved blocks count as free).
-    fn free(&self) -> u64 {
-        let st = nix::sys::statvfs::statvfs(&self.mnt).unwrap();
-        st.blocks_free() * st.fragment_size()
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let mounted = Command::new("mountpoint")
-            .arg("-q")
-            .arg(&self.mnt)
-            .status()
-            .is_ok_and(|s| s.success());
-        if mounted {
-            let _ = Command::new("umount").arg(&self.mnt).status();
-        }
-        if let Some(device) = self.device.take() {
-            let _ = Command::new("losetup").args(["-d", &device]).status();
-        }
-    }
-}
-
-/// Incompressible bytes, deterministic per seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 #[test]
 fn pull_onto_a_full_disk_says_why_and_leaves_the_store_consistent() {
