@@ -10,9 +10,6 @@ use common::Env;
 use skiff_test_rig::synth::noise;
 use skiff_test_rig::{Compression, Entry, Format, ImageBuilder, LoopFs, Registry, require_root};
 
-/// A small ext4 filesystem on a loop device, unmounted and detached when dropped (also when
-/// the test fails).
-
 #[test]
 fn pull_onto_a_full_disk_says_why_and_leaves_the_store_consistent() {
     require_root();
