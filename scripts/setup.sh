@@ -10,7 +10,8 @@ set -euo pipefail
 
 TEST_USER=${SKIFF_TEST_USER:-skiff-test}
 PACKAGES=(docker-registry busybox-static uidmap libseccomp-dev pkg-config gcc e2fsprogs
-          ca-certificates curl util-linux passwd debootstrap)
+          ca-certificates curl util-linux passwd debootstrap
+          golang-github-containers-common)  # containers-common: /usr/share/containers/seccomp.json
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh: run as root (it installs Debian packages and creates the user $TEST_USER)" >&2

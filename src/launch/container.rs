@@ -16,6 +16,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::RunError;
+use super::seccomp;
 
 /// Exit code when the command cannot be invoked (docker's 126).
 pub const EXIT_CANNOT_INVOKE: i32 = 126;
@@ -27,10 +28,17 @@ pub(crate) const STATE: &str = "state";
 /// File in the run dir recording the init pid and its start time, for sweeping a dead run.
 pub(crate) const INIT_FILE: &str = "init";
 
-/// Runs the payload in place of the container's init: looks the command up in PATH, restores
-/// the signal mask skiff blocked, and exits 127/126 when exec fails.
+/// Exit code when skiff fails (docker's 125): here, when the seccomp filter cannot be applied.
+const EXIT_SKIFF_FAILED: i32 = 125;
+
+/// Runs the payload in place of the container's init: looks the command up in PATH, loads the
+/// seccomp filter, restores the signal mask skiff blocked, and exits 127/126 when exec fails
+/// (125 when the filter cannot be loaded: the payload never runs unfiltered).
 #[derive(Clone)]
-struct PayloadExecutor;
+struct PayloadExecutor {
+    /// The container's seccomp filter, compiled before the init was cloned.
+    seccomp: Option<seccomp::Loader>,
+}
 
 /// Ends the container's init process when the payload cannot be executed, with docker's
 /// message on the payload's own stderr (the one place the library writes to a terminal: it is
@@ -81,6 +89,11 @@ impl Executor for PayloadExecutor {
         else {
             fail(EXIT_CANNOT_INVOKE, "exec: an argument contains a NUL byte");
         };
+        if let Some(filter) = &self.seccomp
+            && let Err(e) = filter.apply()
+        {
+            fail(EXIT_SKIFF_FAILED, &format!("seccomp: {e}"));
+        }
         // skiff blocks the signals it forwards; the payload starts with none blocked.
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
         let err = match nix::unistd::execv(&cpath, &argv) {
@@ -126,10 +139,14 @@ impl std::fmt::Debug for Created {
 pub(crate) fn create(id: &str, bundle: &Path, stdio: Stdio) -> Result<Created, RunError> {
     let state = bundle.join(STATE);
     let lc = |e: libcontainer::error::LibcontainerError| RunError::Container(Box::new(e));
+    // Before libcontainer reads the bundle: it is built without libseccomp, skiff applies the
+    // filter itself.
+    let seccomp = seccomp::prepare(bundle)
+        .map_err(|e| RunError::Launch(crate::error_chain(&e)))?;
     let mut builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
         .with_root_path(&state)
         .map_err(lc)?
-        .with_executor(PayloadExecutor);
+        .with_executor(PayloadExecutor { seccomp });
     if let Some(stdin) = stdio.stdin {
         builder = builder.with_stdin(stdin);
     }

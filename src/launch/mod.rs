@@ -9,6 +9,7 @@
 mod container;
 mod rootfs;
 mod rootless;
+mod seccomp;
 mod spec;
 mod stdio;
 

@@ -748,6 +748,33 @@ fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// The seccomp filter, in `linux.seccomp`: docker's default profile or `--security-opt
+/// seccomp=PROFILE.json` resolved for the process's bounding set (as docker resolves them);
+/// none with `seccomp=unconfined`.
+fn seccomp_of(spec: &mut Spec, options: &RunOptions) -> Result<(), SpecError> {
+    let bounding: Vec<Capability> = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+    let filter = super::seccomp::resolve(&options.seccomp, &bounding).map_err(|e| {
+        let (profile, reason) = e.profile_and_cause();
+        SpecError::Invalid {
+            what: "seccomp profile",
+            value: profile,
+            reason,
+        }
+    })?;
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_seccomp(filter);
+    }
+    Ok(())
+}
+
 /// Builds the runtime spec.
 ///
 /// oci-spec's builders start from its own example config (youki's defaults), so everything
@@ -799,6 +826,7 @@ pub fn build(
             .build(),
     )?;
     spec.set_annotations(None);
+    seccomp_of(&mut spec, options)?;
     Ok(spec)
 }
 
