@@ -7,6 +7,7 @@
 //! the caller, which hangs now and then from a multi-threaded one (youki #2425, #3011, #3027).
 
 mod container;
+mod resources;
 mod rootfs;
 mod rootless;
 mod seccomp;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use rootfs_cache::{ImageRecord, OverlayXattrs, Store, StoreError};
 
 use oci_spec::image::Config as RunConfig;
+pub use resources::{LimitError, LimitFlags, Limits, Ulimit};
 use spec::SpecContext;
 pub use spec::{Network, RunOptions, Seccomp, SpecError, Volume};
 
@@ -76,6 +78,9 @@ pub enum RunError {
     /// The run options or the image config are unusable.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// A resource limit is invalid or the host cannot enforce it.
+    #[error(transparent)]
+    Limits(#[from] LimitError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -473,7 +478,8 @@ fn build_spec(
         rootless: mapping.is_some(),
         tty_gid_mapped: mapping.is_none_or(|m| m.maps_gid(5)),
     };
-    let oci = spec::build(argv, env, &cwd, &user, options, &ctx)?;
+    let mut oci = spec::build(argv, env, &cwd, &user, options, &ctx)?;
+    resources::apply(&mut oci, &options.limits, ctx.rootless, &ctx.cgroups_path)?;
     let config_path = run.dir.join("config.json");
     oci.save(&config_path)
         .map_err(|e| RunError::Launch(format!("writing {}: {e}", config_path.display())))

@@ -337,6 +337,8 @@ pub struct RunOptions {
     /// `--security-opt no-new-privileges`: setuid binaries no longer raise privileges (off by
     /// default, as in docker).
     pub no_new_privileges: bool,
+    /// Resource limits (`--memory`, `--cpus`, `--pids-limit`, `--ulimit`, `--shm-size`...).
+    pub limits: super::resources::Limits,
 }
 
 /// A resolved container user.
