@@ -38,6 +38,7 @@ pub use error::error_chain;
 pub use host::CgroupLayout;
 pub use image::ManifestError;
 pub use launch::{Network, RunOptions, Seccomp, SpecError, Volume};
+pub use launch::{LimitError, LimitFlags, Limits, Ulimit};
 pub use launch::{PullPolicy, RunError, RunOutcome, Timings};
 pub use progress::{LayerEvent, Notice, Progress, Silent};
 pub use pull::{PullError, PullOptions, PullReport};

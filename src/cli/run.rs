@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use skiff::{Engine, Network, PullPolicy, RunOptions, Seccomp, Volume};
+use skiff::{LimitFlags, Limits};
 
 /// `--pull` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -94,6 +95,9 @@ pub struct RunArgs {
         value_name = "IMAGE [COMMAND [ARG...]]"
     )]
     args: Vec<String>,
+    /// Resource limits
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 /// Runs the command and returns its exit code.
@@ -126,6 +130,7 @@ pub fn run(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
         tty: args.tty,
         seccomp: security.seccomp,
         no_new_privileges: security.no_new_privileges,
+        limits: args.limits.parse()?,
     };
     let pull = match args.pull {
         PullArg::Missing => PullPolicy::Missing,
@@ -137,6 +142,56 @@ pub fn run(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
         eprint!("{}", outcome.timings.report());
     }
     Ok(outcome.exit_code)
+}
+
+/// docker's resource limit flags (`skiff::Limits`); values in docker's syntax, checked as docker
+/// checks them.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Resource limits")]
+struct LimitArgs {
+    /// Memory limit (e.g. 64m, 1g; at least 6m)
+    #[arg(short, long, value_name = "BYTES")]
+    memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited swap; default twice --memory)
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    memory_swap: Option<String>,
+    /// Memory soft limit
+    #[arg(long, value_name = "BYTES")]
+    memory_reservation: Option<String>,
+    /// Number of CPUs (e.g. 1.5)
+    #[arg(long, value_name = "NUMBER", allow_negative_numbers = true)]
+    cpus: Option<String>,
+    /// CPU shares (relative weight, default 1024)
+    #[arg(short, long, value_name = "SHARES", allow_negative_numbers = true)]
+    cpu_shares: Option<String>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long, value_name = "LIST")]
+    cpuset_cpus: Option<String>,
+    /// Container pids limit (-1: unlimited)
+    #[arg(long, value_name = "NUMBER", allow_negative_numbers = true)]
+    pids_limit: Option<String>,
+    /// Ulimit: NAME=SOFT[:HARD] (e.g. nofile=1024:2048)
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
+    /// Size of /dev/shm (default 64m)
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    shm_size: Option<String>,
+}
+
+impl LimitArgs {
+    fn parse(&self) -> Result<Limits, skiff::LimitError> {
+        Limits::from_flags(&LimitFlags {
+            memory: self.memory.clone(),
+            memory_swap: self.memory_swap.clone(),
+            memory_reservation: self.memory_reservation.clone(),
+            cpus: self.cpus.clone(),
+            cpu_shares: self.cpu_shares.clone(),
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            pids_limit: self.pids_limit.clone(),
+            ulimits: self.ulimit.clone(),
+            shm_size: self.shm_size.clone(),
+        })
+    }
 }
 
 /// What `--security-opt` asked for.
