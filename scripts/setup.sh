@@ -3,12 +3,14 @@
 #  - Debian packages: the reference registry server, a static busybox for the fixture image,
 #    newuidmap/newgidmap for rootless runs, libseccomp for libcontainer, e2fsprogs for bench stores;
 #  - a Rust toolchain, through rustup, only when cargo is missing;
-#  - an unprivileged test user with /etc/subuid and /etc/subgid ranges for rootless tests;
+#  - an unprivileged test user with /etc/subuid and /etc/subgid ranges for rootless tests, and a
+#    second one without any range (rootless with no set-up: only the caller is mapped);
 #  - a Debian bookworm minbase root filesystem as a tar (debootstrap, once), which the tests turn
 #    into a Debian-based image of their own.
 set -euo pipefail
 
 TEST_USER=${SKIFF_TEST_USER:-skiff-test}
+NOSUB_USER=${SKIFF_TEST_NOSUB_USER:-skiff-nosub}
 PACKAGES=(docker-registry busybox-static uidmap libseccomp-dev pkg-config gcc e2fsprogs
           ca-certificates curl util-linux passwd debootstrap
           golang-github-containers-common)  # containers-common: /usr/share/containers/seccomp.json
@@ -43,6 +45,15 @@ for f in /etc/subuid /etc/subgid; do
   touch "$f"
   grep -q "^$TEST_USER:" "$f" || echo "$TEST_USER:$start:65536" >>"$f"
 done
+if ! id "$NOSUB_USER" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/bash "$NOSUB_USER"
+fi
+# No range for this one: a useradd configured with SUB_UID_COUNT may have given it one.
+for f in /etc/subuid /etc/subgid; do
+  if grep -q "^$NOSUB_USER:" "$f" 2>/dev/null; then
+    sed -i "/^$NOSUB_USER:/d" "$f"
+  fi
+done
 DEBIAN_TAR=${SKIFF_TEST_DEBIAN_TAR:-/var/cache/skiff-test/debian-bookworm-minbase.tar}
 if [ ! -s "$DEBIAN_TAR" ]; then
   mirror=$(grep -rhoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
@@ -60,4 +71,4 @@ if [ ! -s "$DEBIAN_TAR" ]; then
   mv "$DEBIAN_TAR.tmp" "$DEBIAN_TAR"
   rm -rf "$work"
 fi
-echo "setup.sh: ready (test user $TEST_USER, uid $uid)"
+echo "setup.sh: ready (test user $TEST_USER, uid $uid; $NOSUB_USER without a subordinate range)"

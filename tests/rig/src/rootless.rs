@@ -24,6 +24,12 @@ pub fn test_user() -> String {
     std::env::var("SKIFF_TEST_USER").unwrap_or_else(|_| "skiff-test".into())
 }
 
+/// The unprivileged user with no /etc/subuid or /etc/subgid range (rootless with no set-up):
+/// $SKIFF_TEST_NOSUB_USER, else `skiff-nosub`.
+pub fn nosub_user() -> String {
+    std::env::var("SKIFF_TEST_NOSUB_USER").unwrap_or_else(|_| "skiff-nosub".into())
+}
+
 /// A directory the test user can enter, for copies of binaries from the build tree (which may
 /// sit under a directory only root can enter).
 fn shared_dir() -> PathBuf {
@@ -63,13 +69,12 @@ fn shared_copy() -> PathBuf {
     share_binary(&std::env::current_exe().expect("current test binary"))
 }
 
-/// `runuser -u USER -- COMMAND` with the test user's HOME, from /tmp.
-fn as_test_user(inner: &Command) -> Command {
-    let user = test_user();
-    require_user(&user);
+/// `runuser -u USER -- COMMAND` with the user's HOME, from /tmp.
+fn as_user(user: &str, inner: &Command) -> Command {
+    require_user(user);
     let home = format!("/home/{user}");
     let mut cmd = Command::new("runuser");
-    cmd.args(["-u", &user, "--"])
+    cmd.args(["-u", user, "--"])
         .arg(inner.get_program())
         .args(inner.get_args())
         .env("HOME", &home)
@@ -95,13 +100,19 @@ pub fn no_env() -> Vec<(String, OsString)> {
 /// there. Unprivileged: here.
 #[track_caller]
 pub fn run(name: &str, env: &[(String, OsString)], body: fn()) {
+    run_as(&test_user(), name, env, body);
+}
+
+/// [`run`] as `user` (e.g. [`nosub_user`]) instead of the test user.
+#[track_caller]
+pub fn run_as(user: &str, name: &str, env: &[(String, OsString)], body: fn()) {
     if !is_root() {
         body();
         return;
     }
     let mut inner = child::command_for(&shared_copy(), name);
     inner.envs(env.iter().map(|(k, v)| (k, v)));
-    let mut cmd = as_test_user(&inner);
+    let mut cmd = as_user(user, &inner);
     let out = cmd.output().unwrap_or_else(|e| {
         panic!(
             "runuser (util-linux) for the test user: {e}; {}",
@@ -118,13 +129,17 @@ macro_rules! rootless_test {
     ($name:ident, $body:path) => {
         $crate::rootless_test!($name, $body, env = $crate::rootless::no_env);
     };
-    ($name:ident, $body:path, env = $env:path) => {
+    ($name:ident, $body:path, env = $env:path, user = $user:path) => {
         #[test]
         fn $name() {
-            $crate::rootless::run(stringify!($name), &$env(), $body);
+            $crate::rootless::run_as(&$user(), stringify!($name), &$env(), $body);
         }
 
         $crate::child_helper!($name, $body);
+    };
+    // After the arm with `user`: a matched path fragment cannot be given back.
+    ($name:ident, $body:path, env = $env:path) => {
+        $crate::rootless_test!($name, $body, env = $env, user = $crate::rootless::test_user);
     };
 }
 
