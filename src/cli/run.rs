@@ -76,6 +76,27 @@ pub struct RunArgs {
     /// Security options: seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false]
     #[arg(long, value_name = "OPT")]
     security_opt: Vec<String>,
+    /// Add a line to /etc/hosts: NAME:IP (IP may be host-gateway: 127.0.0.1, the host)
+    #[arg(long, value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// Add a supplementary group (a name from the image's /etc/group, or a gid)
+    #[arg(long, value_name = "GROUP")]
+    group_add: Vec<String>,
+    /// Signal the payload gets when skiff receives SIGTERM (default: the image's, else SIGTERM)
+    #[arg(long, value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Seconds from a forwarded stop signal to SIGKILL (default 10; -1: never)
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    stop_timeout: Option<i64>,
+    /// Run skiff's init as PID 1: it reaps zombies and forwards signals
+    #[arg(long)]
+    init: bool,
+    /// Every capability, no seccomp, no masked paths, the host's devices, /sys writable
+    #[arg(long)]
+    privileged: bool,
+    /// Give the container a host device: HOST[:CONTAINER][:PERMISSIONS] (r, w, m)
+    #[arg(long, value_name = "DEVICE")]
+    device: Vec<String>,
     /// Override the image's entrypoint ("" clears it); resets its Cmd
     #[arg(long, value_name = "CMD")]
     entrypoint: Option<String>,
@@ -131,7 +152,15 @@ pub fn run(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
         seccomp: security.seccomp,
         no_new_privileges: security.no_new_privileges,
         limits: args.limits.parse()?,
+        add_hosts: args.add_host.clone(),
+        group_add: args.group_add.clone(),
+        stop_signal: args.stop_signal.clone(),
+        stop_timeout: args.stop_timeout,
+        init: args.init,
+        privileged: args.privileged,
+        devices: args.device.clone(),
     };
+    options.validate()?;
     let pull = match args.pull {
         PullArg::Missing => PullPolicy::Missing,
         PullArg::Always => PullPolicy::Always,

@@ -7,6 +7,9 @@
 //! the caller, which hangs now and then from a multi-threaded one (youki #2425, #3011, #3027).
 
 mod container;
+// Until container.rs's executor calls init::fork_if_requested (see init.rs).
+#[allow(dead_code)]
+mod init;
 mod resources;
 mod rootfs;
 mod rootless;
@@ -90,6 +93,13 @@ pub enum RunError {
          runs {0} threads (an embedder calls skiff from a helper process)"
     )]
     Threads(usize),
+    /// `--group-add` in a user namespace that maps only the caller.
+    #[error(
+        "--group-add {0}: a rootless user namespace that maps only your user cannot give \
+         supplementary groups (give your user a range in /etc/subuid and /etc/subgid, with \
+         uidmap installed)"
+    )]
+    NoSupplementaryGroups(String),
     /// The user namespace cannot represent the requested user.
     #[error(
         "user {0} is not mapped in the rootless user namespace (give your user a range in \
@@ -296,6 +306,18 @@ pub fn run(
     rootless: bool,
     mut timings: Timings,
 ) -> Result<RunOutcome, RunError> {
+    // docker's --privileged runs without a seccomp filter, whatever --security-opt says.
+    let unconfined;
+    let options = if options.privileged && options.seccomp != Seccomp::Unconfined {
+        unconfined = RunOptions {
+            seccomp: Seccomp::Unconfined,
+            ..options.clone()
+        };
+        &unconfined
+    } else {
+        options
+    };
+    let stop = stop_settings(config, options)?;
     let prepared = prepare_namespace(store, rootless)?;
     let rootfs = assemble_rootfs(store, image, rootless)?;
     timings.mark("mount");
@@ -306,7 +328,13 @@ pub fn run(
     let exit_code = match prepared.signals.pending_termination() {
         // Interrupted during set-up: the payload never starts.
         Some(sig) => 128 + sig as i32,
-        None => start_and_wait(&mut container, &prepared.signals, options, &mut timings)?,
+        None => start_and_wait(
+            &mut container,
+            &prepared.signals,
+            options,
+            stop,
+            &mut timings,
+        )?,
     };
     cleanup(container, rootfs)?;
     drop(prepared);
@@ -449,15 +477,30 @@ fn build_spec(
         .clone()
         .or_else(|| config.user().clone())
         .unwrap_or_default();
-    let user = spec::resolve_user(
+    let group_file = rootfs::read_in_root(&rootfs_dir, "/etc/group")?;
+    let mut user = spec::resolve_user(
         &user_spec,
         &rootfs::read_in_root(&rootfs_dir, "/etc/passwd")?,
-        &rootfs::read_in_root(&rootfs_dir, "/etc/group")?,
+        &group_file,
     )?;
-    if let Some(m) = mapping
-        && (!m.maps_uid(user.uid) || user.groups.iter().any(|g| !m.maps_gid(*g)))
-    {
-        return Err(RunError::NotMapped(user_spec));
+    let added = spec::group_add(&options.group_add, &group_file)?;
+    user.groups.extend(&added);
+    user.groups.sort_unstable();
+    user.groups.dedup();
+    if let Some(m) = mapping {
+        if !m.maps_uid(user.uid) || !m.maps_gid(user.gid) {
+            return Err(RunError::NotMapped(user_spec));
+        }
+        if m == rootless::IdMapping::Single {
+            // setgroups(2) is denied in a user namespace that maps only the caller: the
+            // process keeps no supplementary groups (libcontainer skips an empty list).
+            if let Some(g) = options.group_add.first() {
+                return Err(RunError::NoSupplementaryGroups(g.clone()));
+            }
+            user.groups.clear();
+        } else if let Some(g) = user.groups.iter().find(|g| !m.maps_gid(**g)) {
+            return Err(RunError::NotMapped(format!("{user_spec} (group {g})")));
+        }
     }
     let hostname = hostname(options, &run.id);
     let argv = spec::command(config, options)?;
@@ -469,7 +512,17 @@ fn build_spec(
         rootfs::mkdir_in_root(&rootfs_dir, &cwd, user.uid, user.gid)?;
     }
     prepare_mounts(&rootfs_dir, options)?;
-    let etc_files = rootfs::write_etc_files(&run.dir, &hostname, options.network == Network::Host)?;
+    let extra_hosts = options
+        .add_hosts
+        .iter()
+        .map(|h| spec::extra_host(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let etc_files = rootfs::write_etc_files(
+        &run.dir,
+        &hostname,
+        options.network == Network::Host,
+        &extra_hosts,
+    )?;
     let ctx = SpecContext {
         rootfs: PathBuf::from(rootfs::ROOTFS),
         etc_files,
@@ -477,9 +530,23 @@ fn build_spec(
         cgroups_path: format!("/skiff/{}", run.id),
         rootless: mapping.is_some(),
         tty_gid_mapped: mapping.is_none_or(|m| m.maps_gid(5)),
+        devices: spec::host_devices(options)?,
     };
     let mut oci = spec::build(argv, env, &cwd, &user, options, &ctx)?;
+    // The device cgroup's allow-list (spec::build) survives the limits replacing the resources.
+    let device_rules = oci
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().clone());
     resources::apply(&mut oci, &options.limits, ctx.rootless, &ctx.cgroups_path)?;
+    if let Some(rules) = device_rules
+        && let Some(linux) = oci.linux_mut()
+    {
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        resources.set_devices(Some(rules));
+        linux.set_resources(Some(resources));
+    }
     let config_path = run.dir.join("config.json");
     oci.save(&config_path)
         .map_err(|e| RunError::Launch(format!("writing {}: {e}", config_path.display())))
@@ -541,11 +608,30 @@ fn create_container(run: &Assembled, options: &RunOptions) -> Result<Launched, R
     Ok(Launched { created, pty })
 }
 
+/// The stop signal (`--stop-signal`, else the image's StopSignal, else SIGTERM) and the time
+/// before SIGKILL (`--stop-timeout`, else 10 s; negative: never).
+fn stop_settings(config: &RunConfig, options: &RunOptions) -> Result<stdio::Stop, SpecError> {
+    let mut stop = stdio::Stop::default();
+    if let Some(sig) = options
+        .stop_signal
+        .as_deref()
+        .or(config.stop_signal().as_deref())
+        .filter(|s| !s.is_empty())
+    {
+        stop.signal = spec::parse_signal(sig)?;
+    }
+    if let Some(secs) = options.stop_timeout {
+        stop.grace = u64::try_from(secs).ok().map(Duration::from_secs);
+    }
+    Ok(stop)
+}
+
 /// Starts the payload, forwards signals and the TTY until it exits; returns its exit code.
 fn start_and_wait(
     container: &mut Launched,
     signals: &stdio::Signals,
     options: &RunOptions,
+    stop: stdio::Stop,
     timings: &mut Timings,
 ) -> Result<i32, RunError> {
     container.created.start()?;
@@ -555,6 +641,7 @@ fn start_and_wait(
         signals,
         container.pty.take(),
         options.interactive,
+        stop,
     )?;
     let exit_code = container::exit_code(status)
         .ok_or_else(|| RunError::Launch(format!("unexpected wait status {status:?}")))?;

@@ -327,6 +327,7 @@ pub(crate) fn write_etc_files(
     run: &Path,
     hostname: &str,
     host_network: bool,
+    extra_hosts: &[(String, String)],
 ) -> Result<Vec<(PathBuf, &'static str)>, RunError> {
     let mut hosts = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
@@ -338,6 +339,10 @@ pub(crate) fn write_etc_files(
         if !hosts.ends_with('\n') {
             hosts.push('\n');
         }
+    }
+    // docker's order: --add-host entries, then the container's own name.
+    for (name, ip) in extra_hosts {
+        hosts.push_str(&format!("{ip}\t{name}\n"));
     }
     hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
     let resolv = std::fs::read_to_string("/etc/resolv.conf")

@@ -207,6 +207,18 @@ pub enum SpecError {
          CAP_NET_ADMIN, or ALL)"
     )]
     UnknownCapability(String),
+    /// A `--device` host path cannot be read.
+    #[error(
+        "error gathering device information while adding custom device {}: {source}",
+        path.display()
+    )]
+    Device {
+        /// The host path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The runtime spec types rejected a part of the spec.
     #[error("building the runtime spec ({part}): {source}")]
     Build {
@@ -339,6 +351,24 @@ pub struct RunOptions {
     pub no_new_privileges: bool,
     /// Resource limits (`--memory`, `--cpus`, `--pids-limit`, `--ulimit`, `--shm-size`...).
     pub limits: super::resources::Limits,
+    /// `--add-host NAME:IP` (or `NAME=IP`; IP may be `host-gateway`): lines added to
+    /// /etc/hosts.
+    pub add_hosts: Vec<String>,
+    /// `--group-add GROUP|GID`: more supplementary groups (names from the image's /etc/group).
+    pub group_add: Vec<String>,
+    /// `--stop-signal`: what the payload receives when skiff receives SIGTERM (default: the
+    /// image's StopSignal, else SIGTERM).
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout`: seconds from a forwarded SIGTERM/SIGINT/SIGHUP to SIGKILL (default 10;
+    /// negative: never).
+    pub stop_timeout: Option<i64>,
+    /// `--init`: skiff's own init runs as PID 1, reaps zombies and forwards signals.
+    pub init: bool,
+    /// `--privileged`: every capability, no seccomp filter, no masked or read-only paths,
+    /// the host's devices, /sys writable.
+    pub privileged: bool,
+    /// `--device HOST[:CONTAINER][:PERMISSIONS]`.
+    pub devices: Vec<String>,
 }
 
 /// A resolved container user.
@@ -589,6 +619,264 @@ pub struct SpecContext {
     pub rootless: bool,
     /// The user namespace maps gid 5 (tty), so devpts may use it.
     pub tty_gid_mapped: bool,
+    /// Host devices given to the container (`--device`, all of them with `--privileged`).
+    pub devices: Vec<HostDevice>,
+}
+
+/// The annotation that asks the container's init to stay as PID 1 (`--init`, see
+/// `launch::init`).
+pub(crate) const INIT_ANNOTATION: &str = "org.skiff.init";
+
+/// What `--add-host host-gateway` stands for. docker puts its bridge's address there; skiff
+/// has no bridge, and on the host network (its default) the host is 127.0.0.1.
+pub const HOST_GATEWAY: &str = "127.0.0.1";
+
+/// A device node of the host given to the container (`--device`, or every host device with
+/// `--privileged`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDevice {
+    /// Path on the host.
+    pub host: PathBuf,
+    /// Path in the container.
+    pub path: String,
+    /// A block device (else a character device).
+    pub block: bool,
+    /// Major number.
+    pub major: i64,
+    /// Minor number.
+    pub minor: i64,
+    /// Permission bits of the host's node.
+    pub mode: u32,
+    /// Owner of the host's node.
+    pub uid: u32,
+    /// Group of the host's node.
+    pub gid: u32,
+    /// Device cgroup access: r, w and m combined.
+    pub access: String,
+}
+
+/// Parses `--add-host NAME:IP` or `NAME=IP` as docker does (IPv6 as `NAME:::1` or
+/// `NAME=[::1]`; `host-gateway` for the host): (name, address).
+pub fn extra_host(arg: &str) -> Result<(String, String), SpecError> {
+    let invalid = |reason: &str| SpecError::Invalid {
+        what: "--add-host",
+        value: arg.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (name, ip) = arg
+        .split_once('=')
+        .or_else(|| arg.split_once(':'))
+        .ok_or_else(|| invalid("expected NAME:IP"))?;
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace()) {
+        return Err(invalid("the host name is empty or contains white space"));
+    }
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if ip == "host-gateway" {
+        return Ok((name.to_owned(), HOST_GATEWAY.to_owned()));
+    }
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(addr) => Ok((name.to_owned(), addr.to_string())),
+        Err(_) => Err(invalid(
+            "invalid IP address (give an IPv4 or IPv6 address, or host-gateway)",
+        )),
+    }
+}
+
+/// Parses a signal as docker does: `SIGTERM`, `TERM`, `term` or a number.
+pub fn parse_signal(arg: &str) -> Result<nix::sys::signal::Signal, SpecError> {
+    let invalid = || SpecError::Invalid {
+        what: "signal",
+        value: arg.to_owned(),
+        reason: "give a name such as SIGTERM or TERM, or a number".into(),
+    };
+    if let Ok(n) = arg.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).map_err(|_| invalid());
+    }
+    let upper = arg.trim().to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse().map_err(|_| invalid())
+}
+
+/// Parses `--device HOST[:CONTAINER][:PERMISSIONS]` as docker does: (host path, container
+/// path, permissions).
+pub fn parse_device(arg: &str) -> Result<(PathBuf, String, String), SpecError> {
+    let invalid = |reason: &str| SpecError::Invalid {
+        what: "device",
+        value: arg.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let is_access = |a: &str| {
+        !a.is_empty()
+            && a.len() <= 3
+            && a.chars()
+                .all(|c| matches!(c, 'r' | 'w' | 'm') && a.matches(c).count() == 1)
+    };
+    let parts: Vec<&str> = arg.split(':').collect();
+    let (host, container, access) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, a] if is_access(a) => (*h, *h, *a),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, a] => (*h, *c, *a),
+        _ => return Err(invalid("expected HOST[:CONTAINER][:PERMISSIONS]")),
+    };
+    if !is_access(access) {
+        return Err(invalid(
+            "the permissions are r, w and m, each at most once (e.g. rwm or r)",
+        ));
+    }
+    if !host.starts_with('/') || !container.starts_with("/dev/") {
+        return Err(invalid(
+            "the host path must be absolute and the container path under /dev/",
+        ));
+    }
+    Ok((PathBuf::from(host), container.to_owned(), access.to_owned()))
+}
+
+/// The devices libcontainer gives every container.
+const STANDARD_DEVICES: [&str; 6] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+];
+
+/// Directories and files of the host's /dev that `--privileged` does not copy (docker's list).
+const HOST_DEV_SKIPPED: [&str; 9] = [
+    "pts",
+    "shm",
+    "fd",
+    "mqueue",
+    ".lxc",
+    ".lxd-mounts",
+    ".udev",
+    "console",
+    "ptmx",
+];
+
+/// The device nodes at or under `host`, as they appear under `container`.
+fn devices_at(
+    host: &Path,
+    container: &str,
+    access: &str,
+    skip: &[&str],
+    out: &mut Vec<HostDevice>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(host)?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        for entry in std::fs::read_dir(host)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if skip.contains(&name.as_ref()) {
+                continue;
+            }
+            let sub = format!("{}/{name}", container.trim_end_matches('/'));
+            // An entry gone meanwhile is skipped, as docker does.
+            if let Err(e) = devices_at(&entry.path(), &sub, access, &[], out)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(e);
+            }
+        }
+    } else if ft.is_char_device() || ft.is_block_device() {
+        let rdev = meta.rdev();
+        out.push(HostDevice {
+            host: host.to_owned(),
+            path: container.to_owned(),
+            block: ft.is_block_device(),
+            major: i64::from(nix::sys::stat::major(rdev) as u32),
+            minor: i64::from(nix::sys::stat::minor(rdev) as u32),
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            access: access.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The host devices the container gets: each `--device` (a directory gives the devices under
+/// it), and with `--privileged` every device of the host's /dev.
+pub(crate) fn host_devices(options: &RunOptions) -> Result<Vec<HostDevice>, SpecError> {
+    let mut out = Vec::new();
+    if options.privileged {
+        devices_at(
+            Path::new("/dev"),
+            "/dev",
+            "rwm",
+            &HOST_DEV_SKIPPED,
+            &mut out,
+        )
+        .map_err(|source| SpecError::Device {
+            path: "/dev".into(),
+            source,
+        })?;
+    }
+    for arg in &options.devices {
+        let (host, container, access) = parse_device(arg)?;
+        let before = out.len();
+        devices_at(&host, &container, &access, &[], &mut out).map_err(|source| {
+            SpecError::Device {
+                path: host.clone(),
+                source,
+            }
+        })?;
+        if out.len() == before {
+            return Err(SpecError::Invalid {
+                what: "device",
+                value: arg.clone(),
+                reason: format!("{} is not a device node", host.display()),
+            });
+        }
+    }
+    // A later entry for the same path wins, as docker's --device after --privileged does.
+    let mut seen = BTreeSet::new();
+    let mut unique: Vec<HostDevice> = out
+        .into_iter()
+        .rev()
+        .filter(|d| seen.insert(d.path.clone()))
+        .collect();
+    unique.reverse();
+    Ok(unique)
+}
+
+/// `--group-add` groups as gids: a number as it is, a name from the image's /etc/group.
+pub fn group_add(groups: &[String], group_file: &str) -> Result<Vec<u32>, SpecError> {
+    groups
+        .iter()
+        .map(
+            |g| match group_entries(group_file).find(|(name, _, _)| name == g) {
+                Some((_, gid, _)) => Ok(gid),
+                None => g.parse().map_err(|_| SpecError::UnknownGroup(g.clone())),
+            },
+        )
+        .collect()
+}
+
+impl RunOptions {
+    /// Checks the flags that need no image (`--add-host`, `--stop-signal`, `--device`,
+    /// capability names), so that a bad one fails before any pull.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        for h in &self.add_hosts {
+            extra_host(h)?;
+        }
+        if let Some(s) = &self.stop_signal {
+            parse_signal(s)?;
+        }
+        for d in &self.devices {
+            parse_device(d)?;
+        }
+        capabilities(&self.cap_add, &self.cap_drop)?;
+        Ok(())
+    }
 }
 
 /// One mount from a table row.
@@ -688,6 +976,115 @@ fn process_capabilities(caps: &[Capability], uid: u32) -> Result<LinuxCapabiliti
     )
 }
 
+/// The device nodes of `ctx` in the container, and (as root) the device cgroup's allow-list:
+/// everything denied but docker's standard devices (libcontainer adds those), the `--device`
+/// nodes with their permissions, or everything with `--privileged`. Rootless there is no
+/// device controller, and the nodes are bind mounts of the host's.
+fn set_devices(
+    linux: &mut oci_spec::runtime::Linux,
+    options: &RunOptions,
+    ctx: &SpecContext,
+) -> Result<(), SpecError> {
+    use oci_spec::runtime::{LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType};
+    let typ = |d: &HostDevice| {
+        if d.block {
+            LinuxDeviceType::B
+        } else {
+            LinuxDeviceType::C
+        }
+    };
+    let mut nodes = Vec::with_capacity(ctx.devices.len());
+    for d in &ctx.devices {
+        if ctx.rootless && !options.privileged && d.access != "rwm" {
+            return Err(SpecError::Invalid {
+                what: "device",
+                value: format!("{}:{}", d.path, d.access),
+                reason: "rootless, a device is a bind mount of the host's node with the host's \
+                         permissions: limiting access needs the device cgroup, which only root \
+                         has (give rwm, or run as root)"
+                    .into(),
+            });
+        }
+        if ctx.rootless {
+            // A bind mount of the host's node (see build): the kernel refuses device nodes in a
+            // user namespace, and libcontainer would bind the host path named like the
+            // container's.
+            continue;
+        }
+        nodes.push(built(
+            "device",
+            LinuxDeviceBuilder::default()
+                .path(&d.path)
+                .typ(typ(d))
+                .major(d.major)
+                .minor(d.minor)
+                .file_mode(d.mode)
+                .uid(d.uid)
+                .gid(d.gid)
+                .build(),
+        )?);
+    }
+    if !nodes.is_empty() {
+        linux.set_devices(Some(nodes));
+    }
+    if ctx.rootless {
+        return Ok(());
+    }
+    let mut rules = vec![built(
+        "device cgroup",
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build(),
+    )?];
+    if options.privileged {
+        rules.push(built(
+            "device cgroup",
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(LinuxDeviceType::A)
+                .access("rwm")
+                .build(),
+        )?);
+    } else {
+        for d in &ctx.devices {
+            rules.push(built(
+                "device cgroup",
+                LinuxDeviceCgroupBuilder::default()
+                    .allow(true)
+                    .typ(typ(d))
+                    .major(d.major)
+                    .minor(d.minor)
+                    .access(d.access.clone())
+                    .build(),
+            )?);
+        }
+    }
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    resources.set_devices(Some(rules));
+    linux.set_resources(Some(resources));
+    Ok(())
+}
+
+/// The kernel's number of a capability: its index in [`ALL_CAPS`], which is in the kernel's
+/// order.
+fn cap_bit(c: Capability) -> u32 {
+    ALL_CAPS.iter().position(|x| *x == c).unwrap_or(63) as u32
+}
+
+/// The capabilities this process may pass on: its bounding set (`CapBnd` in
+/// /proc/self/status), every one when that cannot be read.
+fn held_capabilities() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
 /// The container's process.
 fn process(
     argv: Vec<String>,
@@ -696,7 +1093,28 @@ fn process(
     user: &User,
     options: &RunOptions,
 ) -> Result<Process, SpecError> {
-    let caps = capabilities(&options.cap_add, &options.cap_drop)?;
+    let mut caps = capabilities(&options.cap_add, &options.cap_drop)?;
+    if options.privileged {
+        caps = ALL_CAPS.to_vec();
+    }
+    let held = held_capabilities();
+    let all_added = options.privileged
+        || options
+            .cap_add
+            .iter()
+            .any(|c| matches!(parse_capability(c), Ok(CapArg::All)));
+    if all_added {
+        // ALL is what skiff itself may give: a host (or an outer container) may withhold some.
+        caps.retain(|c| held & (1 << cap_bit(*c)) != 0);
+    } else if let Some(c) = caps.iter().find(|c| held & (1 << cap_bit(**c)) == 0) {
+        return Err(SpecError::Invalid {
+            what: "capability",
+            value: format!("CAP_{c}"),
+            reason: "skiff's own bounding set lacks it (the host, or the container skiff runs \
+                     in, withholds it): drop it from --cap-add"
+                .into(),
+        });
+    }
     let oci_user = built(
         "user",
         UserBuilder::default()
@@ -714,9 +1132,11 @@ fn process(
             .env(env)
             .cwd(cwd)
             .capabilities(process_capabilities(&caps, user.uid)?)
-            .no_new_privileges(true)
             .build(),
     )?;
+    // Off must be absent, not false: libcontainer 0.7 loads a seccomp filter after dropping
+    // capabilities whenever the field is set at all, which fails without no_new_privileges.
+    process.set_no_new_privileges(options.no_new_privileges.then_some(true));
     // The builder starts from oci-spec's example process, whose RLIMIT_NOFILE of 1024 docker
     // does not set: the payload inherits skiff's limits.
     process.set_rlimits(None);
@@ -752,7 +1172,8 @@ fn strings(list: &[&str]) -> Vec<String> {
 
 /// The seccomp filter, in `linux.seccomp`: docker's default profile or `--security-opt
 /// seccomp=PROFILE.json` resolved for the process's bounding set (as docker resolves them);
-/// none with `seccomp=unconfined`.
+/// none with `seccomp=unconfined`, or with `--privileged` (as docker: a given profile must
+/// still be readable and valid).
 fn seccomp_of(spec: &mut Spec, options: &RunOptions) -> Result<(), SpecError> {
     let bounding: Vec<Capability> = spec
         .process()
@@ -772,7 +1193,7 @@ fn seccomp_of(spec: &mut Spec, options: &RunOptions) -> Result<(), SpecError> {
         }
     })?;
     if let Some(linux) = spec.linux_mut() {
-        linux.set_seccomp(filter);
+        linux.set_seccomp(filter.filter(|_| !options.privileged));
     }
     Ok(())
 }
@@ -790,6 +1211,17 @@ pub fn build(
     ctx: &SpecContext,
 ) -> Result<Spec, SpecError> {
     let mut mounts = default_mounts(ctx, options.network)?;
+    if options.privileged {
+        // docker's --privileged: /sys writable.
+        for m in mounts
+            .iter_mut()
+            .filter(|m| m.destination() == Path::new("/sys"))
+        {
+            if let Some(o) = m.options_mut() {
+                o.retain(|o| o != "ro");
+            }
+        }
+    }
     for (source, destination) in &ctx.etc_files {
         mounts.push(bind(source, destination, false)?);
     }
@@ -798,6 +1230,15 @@ pub fn build(
     }
     for t in &options.tmpfs {
         mounts.push(tmpfs(t)?);
+    }
+    if ctx.rootless {
+        // libcontainer binds its standard devices itself (a second bind of /dev/tty on top
+        // fails: opening it needs a controlling terminal).
+        for d in ctx.devices.iter().filter(|d| {
+            !(STANDARD_DEVICES.contains(&d.path.as_str()) && d.host == Path::new(&d.path))
+        }) {
+            mounts.push(bind(&d.host, &d.path, false)?);
+        }
     }
     let mut linux = built(
         "linux",
@@ -809,6 +1250,11 @@ pub fn build(
             .build(),
     )?;
     linux.set_resources(None);
+    set_devices(&mut linux, options, ctx)?;
+    if options.privileged {
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
+    }
     let root = built(
         "root",
         RootBuilder::default()
@@ -827,7 +1273,11 @@ pub fn build(
             .linux(linux)
             .build(),
     )?;
-    spec.set_annotations(None);
+    spec.set_annotations(options.init.then(|| {
+        [(INIT_ANNOTATION.to_owned(), "true".to_owned())]
+            .into_iter()
+            .collect()
+    }));
     seccomp_of(&mut spec, options)?;
     Ok(spec)
 }
@@ -965,6 +1415,7 @@ mod tests {
             cgroups_path: "/skiff/r1".into(),
             rootless,
             tty_gid_mapped: true,
+            devices: Vec::new(),
         }
     }
 
@@ -1009,13 +1460,28 @@ mod tests {
         assert_eq!(caps.permitted().as_ref(), Some(&default));
         assert_eq!(caps.inheritable().as_ref(), Some(&Capabilities::new()));
         assert_eq!(caps.ambient().as_ref(), Some(&Capabilities::new()));
-        assert_eq!(process.no_new_privileges(), Some(true));
+        // Off as in docker, and absent rather than false (libcontainer 0.7 treats any value as
+        // a reason to load seccomp late).
+        assert_eq!(process.no_new_privileges(), None);
         assert_eq!(process.args().as_deref(), Some(&["sh".to_owned()][..]));
         // Nothing of oci-spec's example config leaks in.
         assert_eq!(process.rlimits(), &None);
         assert_eq!(spec.annotations(), &None);
         let linux = spec.linux().as_ref().unwrap();
-        assert_eq!(linux.resources(), &None);
+        // As root, the device cgroup denies everything but the standard devices (libcontainer
+        // allows those after this rule).
+        let rules = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (rules[0].allow(), rules[0].to_string()),
+            (false, "a *:* rwm".into())
+        );
+        assert_eq!(rules.len(), 1);
         assert_eq!(linux.uid_mappings(), &None);
         assert_eq!(
             linux.masked_paths().as_deref(),
@@ -1141,6 +1607,183 @@ mod tests {
             ..Default::default()
         };
         assert!(build(vec!["sh".into()], vec![], "/", &user, &bad, &context(false)).is_err());
+    }
+
+    #[test]
+    fn no_new_privileges_privileged_devices_and_init() {
+        let full = HostDevice {
+            host: "/dev/full".into(),
+            path: "/dev/myfull".into(),
+            block: false,
+            major: 1,
+            minor: 7,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+            access: "r".into(),
+        };
+        let ctx = SpecContext {
+            devices: vec![full.clone()],
+            ..context(false)
+        };
+        let options = RunOptions {
+            no_new_privileges: true,
+            init: true,
+            ..Default::default()
+        };
+        let spec = build(vec!["sh".into()], vec![], "/", &root_user(), &options, &ctx).unwrap();
+        assert_eq!(
+            spec.process().as_ref().unwrap().no_new_privileges(),
+            Some(true)
+        );
+        assert!(
+            spec.annotations()
+                .as_ref()
+                .is_some_and(|a| a[INIT_ANNOTATION] == "true")
+        );
+        let linux = spec.linux().as_ref().unwrap();
+        let devices = linux.devices().as_ref().unwrap();
+        assert_eq!(devices[0].path(), Path::new("/dev/myfull"));
+        let rules: Vec<String> = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .iter()
+            .flatten()
+            .map(|r| format!("{} {r}", r.allow()))
+            .collect();
+        assert_eq!(rules, ["false a *:* rwm", "true c 1:7 r"]);
+
+        let privileged = RunOptions {
+            privileged: true,
+            ..Default::default()
+        };
+        let spec = build(
+            vec!["sh".into()],
+            vec![],
+            "/",
+            &root_user(),
+            &privileged,
+            &ctx,
+        )
+        .unwrap();
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
+        let held = ALL_CAPS
+            .iter()
+            .filter(|c| held_capabilities() & (1 << cap_bit(**c)) != 0)
+            .count();
+        assert_eq!(caps.effective().as_ref().unwrap().len(), held);
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.masked_paths(), &None);
+        assert_eq!(linux.readonly_paths(), &None);
+        let rules = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap();
+        assert_eq!(rules[1].to_string(), "a *:* rwm");
+        let sys = &spec.mounts().as_ref().unwrap()[5];
+        assert!(!sys.options().iter().flatten().any(|o| o == "ro"));
+
+        // Rootless: the node (a bind mount), no device cgroup, and only rwm.
+        let rootless = SpecContext {
+            devices: vec![HostDevice {
+                access: "rwm".into(),
+                ..full.clone()
+            }],
+            ..context(true)
+        };
+        let spec = build(
+            vec!["sh".into()],
+            vec![],
+            "/",
+            &root_user(),
+            &RunOptions::default(),
+            &rootless,
+        )
+        .unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.devices(), &None);
+        assert_eq!(linux.resources(), &None);
+        assert_eq!(destinations(&spec).last().unwrap(), "/dev/myfull");
+        let ro = SpecContext {
+            devices: vec![full],
+            ..context(true)
+        };
+        let err = build(
+            vec!["sh".into()],
+            vec![],
+            "/",
+            &root_user(),
+            &RunOptions::default(),
+            &ro,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("only root"), "{err}");
+    }
+
+    #[test]
+    fn add_host_signal_device_and_group_add_parse_as_docker_takes_them() {
+        let ok = |a: &str| extra_host(a).unwrap();
+        assert_eq!(ok("db:10.0.0.2"), ("db".into(), "10.0.0.2".into()));
+        assert_eq!(ok("db=10.0.0.2"), ("db".into(), "10.0.0.2".into()));
+        assert_eq!(ok("v6:::1"), ("v6".into(), "::1".into()));
+        assert_eq!(ok("v6=[::1]"), ("v6".into(), "::1".into()));
+        assert_eq!(ok("gw:host-gateway"), ("gw".into(), HOST_GATEWAY.into()));
+        for bad in ["db", "db:", ":1.2.3.4", "db:1.2.3", "db:nowhere"] {
+            assert!(extra_host(bad).is_err(), "{bad}");
+        }
+        use nix::sys::signal::Signal;
+        for s in ["SIGQUIT", "QUIT", "quit", "3"] {
+            assert_eq!(parse_signal(s).unwrap(), Signal::SIGQUIT, "{s}");
+        }
+        for bad in ["", "SIGNOPE", "0", "99"] {
+            assert!(parse_signal(bad).is_err(), "{bad}");
+        }
+        let d = |a: &str| parse_device(a).unwrap();
+        assert_eq!(
+            d("/dev/full"),
+            ("/dev/full".into(), "/dev/full".into(), "rwm".into())
+        );
+        assert_eq!(
+            d("/dev/full:r"),
+            ("/dev/full".into(), "/dev/full".into(), "r".into())
+        );
+        assert_eq!(
+            d("/dev/full:/dev/f"),
+            ("/dev/full".into(), "/dev/f".into(), "rwm".into())
+        );
+        assert_eq!(
+            d("/dev/full:/dev/f:rw"),
+            ("/dev/full".into(), "/dev/f".into(), "rw".into())
+        );
+        for bad in [
+            "dev/full",
+            "/dev/full:/x",
+            "/dev/full:/dev/f:rx",
+            "/dev/full:/dev/f:rr",
+            "a:b:c:d",
+        ] {
+            assert!(parse_device(bad).is_err(), "{bad}");
+        }
+        let group = "root:x:0:\nwheel:x:10:\n";
+        assert_eq!(
+            group_add(&["wheel".into(), "4242".into()], group).unwrap(),
+            [10, 4242]
+        );
+        assert!(matches!(
+            group_add(&["nogroup".into()], group),
+            Err(SpecError::UnknownGroup(g)) if g == "nogroup"
+        ));
     }
 
     #[test]

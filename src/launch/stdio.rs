@@ -17,8 +17,29 @@ use nix::unistd::Pid;
 
 use super::RunError;
 
-/// Grace period between a forwarded SIGINT/SIGTERM/SIGHUP and SIGKILL.
+/// Grace period between a forwarded SIGINT/SIGTERM/SIGHUP and SIGKILL (docker's default
+/// `--stop-timeout`).
 pub const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// How skiff stops the payload when it is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stop {
+    /// Sent to the payload in place of a SIGTERM skiff receives (`--stop-signal`, the image's
+    /// StopSignal); SIGINT and SIGHUP are forwarded as they are, as docker's attached client
+    /// does.
+    pub signal: Signal,
+    /// From then to SIGKILL (`--stop-timeout`); `None`: never.
+    pub grace: Option<Duration>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Self {
+            signal: Signal::SIGTERM,
+            grace: Some(KILL_GRACE),
+        }
+    }
+}
 
 /// Signals skiff forwards to the payload.
 const FORWARDED: [Signal; 6] = [
@@ -169,13 +190,14 @@ fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) {
     }
 }
 
-/// Waits for the payload (pid `init`): forwards signals, kills it after the grace period or a
-/// second Ctrl-C, pumps the TTY; returns its wait status.
+/// Waits for the payload (pid `init`): forwards signals (SIGTERM as `stop.signal`), kills it
+/// after `stop.grace` or a second Ctrl-C, pumps the TTY; returns its wait status.
 pub(crate) fn wait(
     init: Pid,
     signals: &Signals,
     pty: Option<OwnedFd>,
     interactive: bool,
+    stop: Stop,
 ) -> Result<WaitStatus, RunError> {
     let _raw = pty.as_ref().and_then(|_| RawMode::enter());
     let stdout = std::io::stdout();
@@ -183,6 +205,7 @@ pub(crate) fn wait(
     let mut master_open = pty.is_some();
     let mut stdin_open = pty.is_some() && interactive;
     let mut deadline: Option<Instant> = None;
+    let mut stopping = false;
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match waitpid(init, Some(WaitPidFlag::WNOHANG)) {
@@ -244,16 +267,23 @@ pub(crate) fn wait(
                         sync_window_size(master.as_fd());
                     }
                 }
-                Signal::SIGINT if deadline.is_some() => {
+                Signal::SIGINT if stopping => {
                     // A second Ctrl-C: no more patience.
                     let _ = kill(init, Signal::SIGKILL);
                 }
                 sig => {
-                    let _ = kill(init, sig);
-                    if matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP)
-                        && deadline.is_none()
+                    let _ = kill(
+                        init,
+                        if sig == Signal::SIGTERM {
+                            stop.signal
+                        } else {
+                            sig
+                        },
+                    );
+                    if matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP) && !stopping
                     {
-                        deadline = Some(Instant::now() + KILL_GRACE);
+                        stopping = true;
+                        deadline = stop.grace.map(|g| Instant::now() + g);
                     }
                 }
             }
