@@ -178,6 +178,29 @@ fn default_custom_and_unconfined_profiles() {
     checks(&Box::new());
 }
 
+#[test]
+fn privileged_means_unconfined() {
+    require_root();
+    let b = Box::new();
+    // As docker: no filter, whatever profile was asked for.
+    assert_eq!(seccomp_mode(&b, &["--privileged"]), "Seccomp:0");
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("no-mkdir.json");
+    std::fs::write(&profile, NO_MKDIR).unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    assert_eq!(
+        seccomp_mode(&b, &["--privileged", "--security-opt", &opt]),
+        "Seccomp:0"
+    );
+    // A profile that cannot be read still fails, as docker's does.
+    let (code, _, err) = b.sh(
+        &["--privileged", "--security-opt", "seccomp=/no/such.json"],
+        "true",
+    );
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("/no/such.json"), "{err}");
+}
+
 fn checks_unprivileged() {
     checks(&Box::new());
 }

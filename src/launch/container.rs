@@ -94,6 +94,9 @@ impl Executor for PayloadExecutor {
         {
             fail(EXIT_SKIFF_FAILED, &format!("seccomp: {e}"));
         }
+        // With --init, this process stays PID 1 (filtered, as docker's init is) and a child
+        // goes on.
+        super::init::fork_if_requested(spec);
         // skiff blocks the signals it forwards; the payload starts with none blocked.
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
         let err = match nix::unistd::execv(&cpath, &argv) {

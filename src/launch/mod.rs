@@ -7,8 +7,6 @@
 //! the caller, which hangs now and then from a multi-threaded one (youki #2425, #3011, #3027).
 
 mod container;
-// Until container.rs's executor calls init::fork_if_requested (see init.rs).
-#[allow(dead_code)]
 mod init;
 mod resources;
 mod rootfs;
@@ -306,17 +304,6 @@ pub fn run(
     rootless: bool,
     mut timings: Timings,
 ) -> Result<RunOutcome, RunError> {
-    // docker's --privileged runs without a seccomp filter, whatever --security-opt says.
-    let unconfined;
-    let options = if options.privileged && options.seccomp != Seccomp::Unconfined {
-        unconfined = RunOptions {
-            seccomp: Seccomp::Unconfined,
-            ..options.clone()
-        };
-        &unconfined
-    } else {
-        options
-    };
     let stop = stop_settings(config, options)?;
     let prepared = prepare_namespace(store, rootless)?;
     let rootfs = assemble_rootfs(store, image, rootless)?;
