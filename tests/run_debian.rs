@@ -6,49 +6,18 @@
 mod common;
 
 use common::Env;
-use skiff_test_rig::{Compression, Format, ImageBuilder, Registry, require_root, rootless_test};
+use common::run::RunEnv;
+use skiff_test_rig::{Compression, require_root, rootless_test};
 
-const DEBIAN_TAR: &str = "/var/cache/skiff-test/debian-bookworm-minbase.tar";
-
-/// Pushes the Debian rootfs as a one-layer image; returns the registry and the image name.
-fn debian_image() -> (Registry, String) {
-    let path = std::env::var("SKIFF_TEST_DEBIAN_TAR").unwrap_or_else(|_| DEBIAN_TAR.into());
-    let tar = skiff_test_rig::require::require_file(
-        path.as_ref(),
-        "the Debian bookworm minbase tar (setup.sh makes it with debootstrap)",
-    );
-    let image = ImageBuilder::new(Format::Docker)
-        .layer_tar(&tar, Compression::Zstd)
-        .unwrap()
-        .env(&["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
-        .cmd(&["bash"])
-        .build()
-        .unwrap();
-    let registry = Registry::start().unwrap();
-    registry
-        .push_image("debian/minbase", "bookworm", &image)
-        .unwrap();
-    let name = format!("{}/debian/minbase:bookworm", registry.host());
-    (registry, name)
-}
-
-/// `skiff run --rm [opts] IMAGE bash -c SCRIPT`: (exit code, stdout).
-fn bash(env: &Env, image: &str, opts: &[&str], script: &str) -> (i32, String) {
-    let mut args = vec!["run", "--rm", "-q"];
-    args.extend_from_slice(opts);
-    args.extend_from_slice(&[image, "bash", "-c", script]);
-    let out = env.skiff(&args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+/// `skiff run --rm -q [opts] IMAGE bash -c SCRIPT`: (exit code, stdout).
+fn bash(env: &RunEnv, image: &str, opts: &[&str], script: &str) -> (i32, String) {
+    let (code, stdout, _) = env.run_in(image, opts, &["bash", "-c", script]);
+    (code, stdout)
 }
 
 fn debian_checks() {
-    let (_registry, image) = debian_image();
-    let env = Env::new();
+    let env = RunEnv::bare(Env::new()).quiet();
+    let image = env.debian(Compression::Zstd);
     let (code, out) = bash(
         &env,
         &image,

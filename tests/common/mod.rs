@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test crate uses a different part of it
 
+pub mod run;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
