@@ -8,75 +8,26 @@
 mod common;
 
 use common::Env;
-use skiff_test_rig::{
-    Compression, Format, ImageBuilder, Registry, busybox, require_root, rootless_test,
-};
+use common::run::{RunEnv, busybox_image};
+use skiff_test_rig::{Compression, require_root, rootless_test};
 
-/// A store and a registry with the busybox fixture.
-struct Box {
-    env: Env,
-    registry: Registry,
-}
-
-impl Box {
-    fn new() -> Self {
-        let registry = Registry::start().unwrap();
-        registry
-            .push_image(
-                "busybox",
-                "1",
-                &busybox::image(Format::Oci, Compression::Gzip).unwrap(),
-            )
-            .unwrap();
-        Self {
-            env: Env::new(),
-            registry,
-        }
-    }
-
-    fn image(&self) -> String {
-        format!("{}/busybox:1", self.registry.host())
-    }
-
-    /// `skiff run --rm -q OPTS IMAGE sh -c SCRIPT`: (exit code, stdout, stderr).
-    fn sh(&self, opts: &[&str], script: &str) -> (i32, String, String) {
-        run_sh(&self.env, &self.image(), opts, script)
-    }
-
-    /// As [`Box::sh`], and expects success; returns stdout.
-    fn ok(&self, opts: &[&str], script: &str) -> String {
-        let (code, out, err) = self.sh(opts, script);
-        assert_eq!(code, 0, "{opts:?} {script}: {out}\n{err}");
-        out
-    }
-}
-
-fn run_sh(env: &Env, image: &str, opts: &[&str], script: &str) -> (i32, String, String) {
-    let mut args = vec!["run", "--rm", "-q"];
-    args.extend_from_slice(opts);
-    args.extend_from_slice(&[image, "sh", "-c", script]);
-    let out = env.skiff(&args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
+/// A store and a registry with the busybox fixture; runs are `skiff run --rm -q`.
+fn busybox_env() -> RunEnv {
+    RunEnv::with(Env::new(), &busybox_image()).quiet()
 }
 
 const UNCONFINED: [&str; 2] = ["--security-opt", "seccomp=unconfined"];
 
 /// The `Seccomp:` mode of the payload (0 none, 2 filter).
-fn seccomp_mode(b: &Box, opts: &[&str]) -> String {
-    b.ok(opts, "grep '^Seccomp:' /proc/self/status | tr -d '\\t '")
+fn seccomp_mode(b: &RunEnv, opts: &[&str]) -> String {
+    b.sh(opts, "grep '^Seccomp:' /proc/self/status | tr -d '\\t '")
         .trim()
         .to_owned()
 }
 
 /// The payload's capability lines of /proc/self/status.
-fn caps(b: &Box, opts: &[&str]) -> String {
-    b.ok(opts, "grep '^Cap' /proc/self/status")
+fn caps(b: &RunEnv, opts: &[&str]) -> String {
+    b.sh(opts, "grep '^Cap' /proc/self/status")
 }
 
 /// A profile in docker's format that allows everything but mkdir and mkdirat.
@@ -92,16 +43,16 @@ const NO_MKDIR: &str = r#"{
     ]
 }"#;
 
-fn checks(b: &Box) {
+fn checks(b: &RunEnv) {
     // The default profile: a filter, and unshare refused (EPERM) where unconfined allows it.
     assert_eq!(seccomp_mode(b, &[]), "Seccomp:2");
     assert_eq!(seccomp_mode(b, &UNCONFINED), "Seccomp:0");
-    let (code, out, err) = b.sh(&[], "unshare -U true");
+    let (code, out, err) = b.sh_status(&[], "unshare -U true");
     assert_ne!(code, 0, "unshare -U under the default profile: {out}{err}");
     assert!(err.contains("Operation not permitted"), "{err}");
-    b.ok(&UNCONFINED, "unshare -U true");
+    b.sh(&UNCONFINED, "unshare -U true");
     // Ordinary work under the filter: fork, pipes, files, signals.
-    let out = b.ok(
+    let out = b.sh(
         &[],
         "mkdir /tmp/x && echo a | cat > /tmp/x/f && (sleep 0 &); wait; cat /tmp/x/f",
     );
@@ -125,13 +76,13 @@ fn checks(b: &Box) {
     assert_eq!(caps(b, &nnp), caps(b, &UNCONFINED));
     // Capability-conditional rules: with CAP_SYS_ADMIN, docker's profile allows unshare and
     // the namespace flags of clone.
-    b.ok(
+    b.sh(
         &["--cap-add", "SYS_ADMIN"],
         "unshare -U true && unshare -m true",
     );
     assert_eq!(seccomp_mode(b, &["--cap-add", "SYS_ADMIN"]), "Seccomp:2");
     // A non-root user under the filter.
-    let out = b.ok(
+    let out = b.sh(
         &["-u", "1000:1000"],
         "id -u; grep '^Seccomp:' /proc/self/status",
     );
@@ -142,11 +93,11 @@ fn checks(b: &Box) {
     let profile = dir.path().join("no-mkdir.json");
     std::fs::write(&profile, NO_MKDIR).unwrap();
     let opt = format!("seccomp={}", profile.display());
-    let (code, _, err) = b.sh(&["--security-opt", &opt], "mkdir /tmp/x");
+    let (code, _, err) = b.sh_status(&["--security-opt", &opt], "mkdir /tmp/x");
     assert_ne!(code, 0);
     assert!(err.contains("Operation not permitted"), "{err}");
-    b.ok(&["--security-opt", &opt], "unshare -U true && touch /tmp/f");
-    b.ok(&[], "mkdir /tmp/x");
+    b.sh(&["--security-opt", &opt], "unshare -U true && touch /tmp/f");
+    b.sh(&[], "mkdir /tmp/x");
 
     // Profiles that cannot be used: 125, naming the file.
     let broken = dir.path().join("broken.json");
@@ -164,7 +115,7 @@ fn checks(b: &Box) {
         (&missing, "No such file"),
     ] {
         let opt = format!("seccomp={}", path.display());
-        let (code, out, err) = b.sh(&["--security-opt", &opt], "echo ran");
+        let (code, out, err) = b.sh_status(&["--security-opt", &opt], "echo ran");
         assert_eq!(code, 125, "{}: {out}{err}", path.display());
         assert!(!out.contains("ran"));
         assert!(err.contains(&path.display().to_string()), "{err}");
@@ -175,13 +126,13 @@ fn checks(b: &Box) {
 #[test]
 fn default_custom_and_unconfined_profiles() {
     require_root();
-    checks(&Box::new());
+    checks(&busybox_env());
 }
 
 #[test]
 fn privileged_means_unconfined() {
     require_root();
-    let b = Box::new();
+    let b = busybox_env();
     // As docker: no filter, whatever profile was asked for.
     assert_eq!(seccomp_mode(&b, &["--privileged"]), "Seccomp:0");
     let dir = tempfile::tempdir().unwrap();
@@ -193,7 +144,7 @@ fn privileged_means_unconfined() {
         "Seccomp:0"
     );
     // A profile that cannot be read still fails, as docker's does.
-    let (code, _, err) = b.sh(
+    let (code, _, err) = b.sh_status(
         &["--privileged", "--security-opt", "seccomp=/no/such.json"],
         "true",
     );
@@ -202,7 +153,7 @@ fn privileged_means_unconfined() {
 }
 
 fn checks_unprivileged() {
-    checks(&Box::new());
+    checks(&busybox_env());
 }
 rootless_test!(
     rootless_default_custom_and_unconfined_profiles,
@@ -219,9 +170,9 @@ fn containers_common_profile() {
         CONTAINERS_PROFILE.as_ref(),
         "containers-common's seccomp profile (setup.sh installs golang-github-containers-common)",
     );
-    let b = Box::new();
+    let b = busybox_env();
     let opt = format!("seccomp={CONTAINERS_PROFILE}");
-    let out = b.ok(
+    let out = b.sh(
         &["--security-opt", &opt],
         "mkdir /tmp/d && echo hi > /tmp/d/f && cat /tmp/d/f && grep '^Seccomp:' /proc/self/status",
     );
@@ -240,40 +191,22 @@ rootless_test!(
     env = common::rootless_env
 );
 
-const DEBIAN_TAR: &str = "/var/cache/skiff-test/debian-bookworm-minbase.tar";
-
 /// glibc's programs under the default profile (clone3 answered ENOSYS, so glibc falls back to
 /// clone), and util-linux's unshare refused.
 fn debian_checks() {
-    let path = std::env::var("SKIFF_TEST_DEBIAN_TAR").unwrap_or_else(|_| DEBIAN_TAR.into());
-    let tar = skiff_test_rig::require::require_file(
-        path.as_ref(),
-        "the Debian bookworm minbase tar (setup.sh makes it with debootstrap)",
-    );
-    let image = ImageBuilder::new(Format::Docker)
-        .layer_tar(&tar, Compression::Zstd)
-        .unwrap()
-        .env(&["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
-        .build()
-        .unwrap();
-    let registry = Registry::start().unwrap();
-    registry
-        .push_image("debian/minbase", "bookworm", &image)
-        .unwrap();
-    let image = format!("{}/debian/minbase:bookworm", registry.host());
-    let env = Env::new();
-    let (code, out, err) = run_sh(
-        &env,
+    let env = RunEnv::bare(Env::new()).quiet();
+    let image = env.debian(Compression::Zstd);
+    let (code, out, err) = env.sh_status_in(
         &image,
         &[],
         "dpkg-query -W | wc -l | tr -d ' '; (true &); wait; ls / | sort | head -1",
     );
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out.lines().nth(1), Some("bin"), "{out}");
-    let (code, out, err) = run_sh(&env, &image, &[], "unshare --user true");
+    let (code, out, err) = env.sh_status_in(&image, &[], "unshare --user true");
     assert_ne!(code, 0, "{out}{err}");
     assert!(err.contains("Operation not permitted"), "{err}");
-    let (code, out, err) = run_sh(&env, &image, &UNCONFINED, "unshare --user true");
+    let (code, out, err) = env.sh_status_in(&image, &UNCONFINED, "unshare --user true");
     assert_eq!(code, 0, "{out}{err}");
 }
 
