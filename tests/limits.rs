@@ -7,81 +7,21 @@
 
 mod common;
 
-use std::path::PathBuf;
+use common::run::{RunEnv, cgroup_dirs, run_id_from_cgroup};
+use skiff_test_rig::{require_root, rootless_test};
 
-use skiff_test_rig::{Compression, Format, Registry, busybox, require_root, rootless_test};
-
-/// A private skiff environment with a registry holding the busybox fixture.
-struct Env {
-    base: common::Env,
-    registry: Registry,
+/// A private skiff environment with a registry holding the busybox fixture; every run asserts
+/// that it left no run directory.
+fn busybox_env() -> RunEnv {
+    RunEnv::new().checking_runs()
 }
 
-impl std::ops::Deref for Env {
-    type Target = common::Env;
-
-    fn deref(&self) -> &common::Env {
-        &self.base
-    }
-}
-
-impl Env {
-    fn new() -> Self {
-        let env = Self {
-            base: common::Env::with_config("retries = 2\nstall_timeout_secs = 5\n"),
-            registry: Registry::start().unwrap(),
-        };
-        env.registry
-            .push_image(
-                "busybox",
-                "1",
-                &busybox::image(Format::Oci, Compression::Gzip).unwrap(),
-            )
-            .unwrap();
-        env
-    }
-
-    fn busybox(&self) -> String {
-        format!("{}/busybox:1", self.registry.host())
-    }
-
-    /// `skiff run --rm OPTS busybox sh -c SCRIPT`: (exit code, stdout, stderr).
-    fn sh(&self, opts: &[&str], script: &str) -> (i32, String, String) {
-        let image = self.busybox();
-        let mut args = vec!["run", "--rm"];
-        args.extend_from_slice(opts);
-        args.extend_from_slice(&[&image, "sh", "-c", script]);
-        let out = self.skiff(&args);
-        let result = (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        self.assert_no_runs_left();
-        result
-    }
-
-    /// Runs expecting exit 0; returns stdout.
-    fn ok(&self, opts: &[&str], script: &str) -> String {
-        let (code, stdout, stderr) = self.sh(opts, script);
-        assert_eq!(code, 0, "skiff run {opts:?} {script:?}: {stdout}\n{stderr}");
-        stdout
-    }
-
-    /// Runs expecting skiff's own failure (125) before anything started; returns stderr.
-    fn refused(&self, opts: &[&str]) -> String {
-        let (code, stdout, stderr) = self.sh(opts, "echo started");
-        assert_eq!(code, 125, "skiff run {opts:?}: {stdout}\n{stderr}");
-        assert!(!stdout.contains("started"), "{stdout}");
-        stderr
-    }
-
-    fn assert_no_runs_left(&self) {
-        let runs: Vec<_> = std::fs::read_dir(self.root().join("runs"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(runs.is_empty(), "run directories left: {runs:?}");
-    }
+/// Runs expecting skiff's own failure (125) before anything started; returns stderr.
+fn refused(env: &RunEnv, opts: &[&str]) -> String {
+    let (code, stdout, stderr) = env.sh_status(opts, "echo started");
+    assert_eq!(code, 125, "skiff run {opts:?}: {stdout}\n{stderr}");
+    assert!(!stdout.contains("started"), "{stdout}");
+    stderr
 }
 
 /// The host's cgroup layout: v2 when /sys/fs/cgroup is the unified hierarchy.
@@ -101,36 +41,10 @@ fn cg(controller: &str, v1: &str, v2: &str) -> String {
     }
 }
 
-/// Cgroup directories on the host whose name is `run_id`.
-fn cgroup_dirs(run_id: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-        let mut bases = vec![PathBuf::from(base)];
-        if let Ok(entries) = std::fs::read_dir(base) {
-            bases.extend(entries.flatten().map(|e| e.path()));
-        }
-        for b in bases {
-            let dir = b.join("skiff").join(run_id);
-            if dir.exists() {
-                out.push(dir);
-            }
-        }
-    }
-    out
-}
-
-/// The run id in a /proc/self/cgroup printed by the payload (`…/skiff/<id>`), on v1.
-fn run_id(text: &str) -> Option<String> {
-    text.lines()
-        .filter_map(|l| l.split_once("/skiff/"))
-        .map(|(_, id)| id.trim().to_owned())
-        .next()
-}
-
 #[test]
 fn limits_read_back_in_the_container_cgroups() {
     require_root();
-    let env = Env::new();
+    let env = busybox_env();
     let files = [
         cg("memory", "memory.limit_in_bytes", "memory.max"),
         cg("memory", "memory.soft_limit_in_bytes", "memory.low"),
@@ -145,7 +59,7 @@ fn limits_read_back_in_the_container_cgroups() {
         .map(|f| format!("cat {f}"))
         .collect::<Vec<_>>()
         .join("; ");
-    let out = env.ok(
+    let out = env.sh(
         &[
             "--memory",
             "16m",
@@ -188,9 +102,9 @@ fn limits_read_back_in_the_container_cgroups() {
 #[test]
 fn memory_swap_defaults_to_twice_the_memory_and_follows_the_flag() {
     require_root();
-    let env = Env::new();
+    let env = busybox_env();
     let file = cg("memory", "memory.memsw.limit_in_bytes", "memory.swap.max");
-    let read = |opts: &[&str]| env.ok(opts, &format!("cat {file}")).trim().to_owned();
+    let read = |opts: &[&str]| env.sh(opts, &format!("cat {file}")).trim().to_owned();
     // v1 shows memory+swap, v2 the swap alone (docker's value minus the memory).
     let (twice, same, unlimited) = if unified() {
         ("16777216", "0", "max")
@@ -205,9 +119,9 @@ fn memory_swap_defaults_to_twice_the_memory_and_follows_the_flag() {
 #[test]
 fn the_cgroup_filesystem_is_read_only_and_the_container_s_own() {
     require_root();
-    let env = Env::new();
+    let env = busybox_env();
     let pids = cg("pids", "pids.max", "pids.max");
-    let (code, stdout, stderr) = env.sh(
+    let (code, stdout, stderr) = env.sh_status(
         &["--pids-limit", "8"],
         &format!("echo 100 > {pids} || echo refused; cat {pids}; ls /sys/fs/cgroup | grep -c ."),
     );
@@ -220,7 +134,7 @@ fn the_cgroup_filesystem_is_read_only_and_the_container_s_own() {
     // A v1 hierarchy the container has no cgroup in (name=systemd) would show the host's
     // whole tree: it is masked.
     if !unified() && std::path::Path::new("/sys/fs/cgroup/systemd").is_dir() {
-        let out = env.ok(
+        let out = env.sh(
             &[],
             "ls /sys/fs/cgroup/systemd | wc -l; ls /sys/fs/cgroup/memory | grep -c .",
         );
@@ -233,14 +147,14 @@ fn the_cgroup_filesystem_is_read_only_and_the_container_s_own() {
 #[test]
 fn over_its_memory_limit_a_container_is_oom_killed_with_137() {
     require_root();
-    let env = Env::new();
+    let env = busybox_env();
     // busybox tail keeps a line it has not finished in memory: /dev/zero has no newline.
-    let (code, stdout, stderr) = env.sh(
+    let (code, stdout, stderr) = env.sh_status(
         &["--memory", "16m", "--memory-swap", "16m"],
         "cat /proc/self/cgroup; exec tail /dev/zero",
     );
     assert_eq!(code, 137, "{stdout}\n{stderr}");
-    if let Some(id) = run_id(&stdout) {
+    if let Some(id) = run_id_from_cgroup(&stdout) {
         assert!(
             cgroup_dirs(&id).is_empty(),
             "cgroups left: {:?}",
@@ -250,7 +164,7 @@ fn over_its_memory_limit_a_container_is_oom_killed_with_137() {
         assert!(unified(), "no run id in {stdout}");
     }
     // Under the limit the same payload runs to the end.
-    let out = env.ok(
+    let out = env.sh(
         &["--memory", "64m", "--memory-swap", "64m"],
         "head -c 8m /dev/zero | tail | wc -c",
     );
@@ -260,8 +174,8 @@ fn over_its_memory_limit_a_container_is_oom_killed_with_137() {
 #[test]
 fn a_pids_limit_stops_forks_and_the_container_exits_cleanly() {
     require_root();
-    let env = Env::new();
-    let (code, stdout, stderr) = env.sh(
+    let env = busybox_env();
+    let (code, stdout, stderr) = env.sh_status(
         &["--pids-limit", "8"],
         "cat /proc/self/cgroup; sh -c 'i=0; while [ $i -lt 16 ]; do sleep 2 & i=$((i+1)); done; \
          wait'; echo survived",
@@ -272,15 +186,15 @@ fn a_pids_limit_stops_forks_and_the_container_exits_cleanly() {
         stderr.contains("Resource temporarily unavailable") || stderr.contains("can't fork"),
         "{stderr}"
     );
-    if let Some(id) = run_id(&stdout) {
+    if let Some(id) = run_id_from_cgroup(&stdout) {
         assert!(cgroup_dirs(&id).is_empty(), "{:?}", cgroup_dirs(&id));
     }
 }
 
 /// `--ulimit` and `--shm-size` (and the default /dev/shm of 64m), as root or rootless.
 fn ulimits_and_shm_size() {
-    let env = Env::new();
-    let out = env.ok(
+    let env = busybox_env();
+    let out = env.sh(
         &[
             "--ulimit",
             "nofile=1024:2048",
@@ -294,10 +208,10 @@ fn ulimits_and_shm_size() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(&lines[..3], ["1024", "2048", "100"], "{out}");
     assert_eq!(lines[3].split_whitespace().nth(1), Some("32768"), "{out}");
-    let out = env.ok(&[], "df -k /dev/shm | tail -n 1");
+    let out = env.sh(&[], "df -k /dev/shm | tail -n 1");
     assert_eq!(out.split_whitespace().nth(1), Some("65536"), "{out}");
     // A hard limit above what skiff may set is refused, saying why.
-    let err = env.refused(&["--ulimit", "nofile=1024:999999999"]);
+    let err = refused(&env, &["--ulimit", "nofile=1024:999999999"]);
     assert!(
         err.contains("--ulimit nofile=999999999: the hard limit 999999999 is above"),
         "{err}"
@@ -319,8 +233,9 @@ rootless_test!(
 /// Rootless, a cgroup limit is enforced where the host delegates the controller to the user
 /// (cgroup v2), and refused with why and what to do where it does not: never ignored.
 fn rootless_cgroup_limits_are_enforced_or_refused() {
-    let env = Env::new();
-    let (code, stdout, stderr) = env.sh(&["--pids-limit", "8"], "cat /sys/fs/cgroup/pids.max");
+    let env = busybox_env();
+    let (code, stdout, stderr) =
+        env.sh_status(&["--pids-limit", "8"], "cat /sys/fs/cgroup/pids.max");
     if code == 0 {
         assert_eq!(stdout.trim(), "8", "{stderr}");
         return;
@@ -332,7 +247,7 @@ fn rootless_cgroup_limits_are_enforced_or_refused() {
     );
     assert!(stderr.contains("rootless"), "{stderr}");
     assert!(stderr.contains("or run skiff as root"), "{stderr}");
-    let err = env.refused(&["--memory", "64m"]);
+    let err = refused(&env, &["--memory", "64m"]);
     assert!(
         err.contains("--memory cannot be enforced: the memory controller"),
         "{err}"
