@@ -6,119 +6,15 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use skiff_test_rig::{Compression, Format, Registry, busybox, require_root, rootless_test};
+use common::run::{RunEnv, assert_no_new_cgroups, skiff_cgroups};
+use skiff_test_rig::{require_root, rootless_test};
 
 /// A store and a registry holding the busybox fixture, pulled already (so that `run` prints
 /// nothing of a pull).
-struct Env {
-    base: common::Env,
-    _registry: Registry,
-    image: String,
-    mountinfo_before: Vec<String>,
-}
-
-impl std::ops::Deref for Env {
-    type Target = common::Env;
-
-    fn deref(&self) -> &common::Env {
-        &self.base
-    }
-}
-
-fn mount_lines_mentioning(needle: &Path) -> Vec<String> {
-    let needle = needle.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_owned)
-        .collect()
-}
-
-impl Env {
-    fn new() -> Self {
-        let base = common::Env::with_config("retries = 2\nstall_timeout_secs = 5\n");
-        let registry = Registry::start().unwrap();
-        registry
-            .push_image(
-                "busybox",
-                "1",
-                &busybox::image(Format::Oci, Compression::Gzip).unwrap(),
-            )
-            .unwrap();
-        let image = format!("{}/busybox:1", registry.host());
-        base.ok(&["pull", "-q", &image]);
-        Self {
-            mountinfo_before: mount_lines_mentioning(base.dir.path()),
-            base,
-            _registry: registry,
-            image,
-        }
-    }
-
-    /// `skiff run --rm OPTS IMAGE ARGS`: (exit code, stdout, stderr).
-    fn run(&self, opts: &[&str], args: &[&str]) -> (i32, String, String) {
-        let mut all = vec!["run", "--rm"];
-        all.extend_from_slice(opts);
-        all.push(&self.image);
-        all.extend_from_slice(args);
-        let out = self.skiff(&all);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// Nothing of finished runs is left: no mounts, no run directories.
-    fn assert_clean(&self) {
-        assert_eq!(
-            mount_lines_mentioning(self.dir.path()),
-            self.mountinfo_before,
-            "mounts left behind"
-        );
-        let runs: Vec<_> = std::fs::read_dir(self.root().join("runs"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(runs.is_empty(), "run directories left: {runs:?}");
-    }
-}
-
-/// skiff's cgroup directories on this host (`/sys/fs/cgroup[/<controller>]/skiff/<id>`).
-fn skiff_cgroups() -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return out;
-    };
-    let bases = entries
-        .flatten()
-        .map(|e| e.path().join("skiff"))
-        .chain([PathBuf::from("/sys/fs/cgroup/skiff")]);
-    for base in bases {
-        if let Ok(ids) = std::fs::read_dir(&base) {
-            out.extend(ids.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-        }
-    }
-    out
-}
-
-/// Fails if a cgroup directory that was not in `before` stays (runs of other test processes
-/// on this host come and go within seconds; a leaked one stays).
-fn assert_no_new_cgroups(before: &BTreeSet<PathBuf>) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let new: Vec<_> = skiff_cgroups().difference(before).cloned().collect();
-        if new.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "cgroups left behind: {new:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn pulled_env() -> RunEnv {
+    RunEnv::new().pulled()
 }
 
 /// Lines a log framework would print: libcontainer's (or anyone's) tracing output.
@@ -154,10 +50,10 @@ fn assert_only_skiff_messages(stderr: &str) {
 }
 
 fn missing_host_directory_is_created_body() {
-    let env = Env::new();
+    let env = pulled_env();
     let host = env.dir.path().join("new/nested");
     let volume = format!("{}:/ctr", host.display());
-    let (code, stdout, stderr) = env.run(
+    let (code, stdout, stderr) = env.run_busybox(
         &["-v", &volume],
         &["sh", "-c", "test -d /ctr && echo dir && touch /ctr/made"],
     );
@@ -188,9 +84,9 @@ rootless_test!(
 );
 
 /// A mount that cannot be made: 125, a message naming source, target and cause, nothing left.
-fn assert_mount_fails(env: &Env, opts: &[&str], expected: &str) {
+fn assert_mount_fails(env: &RunEnv, opts: &[&str], expected: &str) {
     let cgroups = skiff_cgroups();
-    let (code, stdout, stderr) = env.run(opts, &["true"]);
+    let (code, stdout, stderr) = env.run_busybox(opts, &["true"]);
     assert_eq!(code, 125, "{stdout}\n{stderr}");
     assert!(stderr.contains(expected), "want {expected:?} in:\n{stderr}");
     assert_only_skiff_messages(&stderr);
@@ -199,7 +95,7 @@ fn assert_mount_fails(env: &Env, opts: &[&str], expected: &str) {
 }
 
 fn bad_mounts_name_source_target_and_cause_body() {
-    let env = Env::new();
+    let env = pulled_env();
     let host = env.dir.path().join("x");
     std::fs::create_dir(&host).unwrap();
     let file = env.dir.path().join("file");
@@ -235,7 +131,7 @@ fn bad_mounts_name_source_target_and_cause_body() {
     );
     // The host directory cannot be created (its parent is a file).
     let under_file = file.join("sub");
-    let (code, _, stderr) = env.run(
+    let (code, _, stderr) = env.run_busybox(
         &["-v", &format!("{}:/ctr", under_file.display())],
         &["true"],
     );
@@ -260,15 +156,15 @@ rootless_test!(
 );
 
 fn failing_runs_print_no_runtime_log_lines_body() {
-    let env = Env::new();
+    let env = pulled_env();
     // Not found in the container: 127, skiff's message from the container's init only.
-    let (code, _, stderr) = env.run(&[], &["no-such-command"]);
+    let (code, _, stderr) = env.run_busybox(&[], &["no-such-command"]);
     assert_eq!(code, 127, "{stderr}");
     assert!(stderr.contains("not found"), "{stderr}");
     assert_only_skiff_messages(&stderr);
     // A mount the kernel refuses inside libcontainer (bad tmpfs option).
     let cgroups = skiff_cgroups();
-    let (code, _, stderr) = env.run(&["--tmpfs", "/scratch:size=bogus"], &["true"]);
+    let (code, _, stderr) = env.run_busybox(&["--tmpfs", "/scratch:size=bogus"], &["true"]);
     assert_eq!(code, 125, "{stderr}");
     assert!(
         stderr.contains("mounting tmpfs on /scratch: Invalid argument (options size=bogus)"),
