@@ -11,122 +11,31 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use skiff_test_rig::{
-    Compression, Format, ImageBuilder, Registry, busybox, require_root, rootless_test,
-};
+use common::run::RunEnv;
+use skiff_test_rig::{Compression, Format, busybox, require_root, rootless_test};
 
-const DEBIAN_TAR: &str = "/var/cache/skiff-test/debian-bookworm-minbase.tar";
-
-/// A skiff environment with a registry holding the busybox fixture (and, when asked, the
-/// Debian image).
-struct Env {
-    base: common::Env,
-    registry: Registry,
+/// A skiff environment with a registry holding the busybox fixture (no `Cmd`); runs are
+/// `skiff run --rm -q`. The Debian image is pushed when asked ([`RunEnv::debian`]).
+fn busybox_env() -> RunEnv {
+    let image = busybox::builder(Format::Oci, Compression::Gzip)
+        .unwrap()
+        .build()
+        .unwrap();
+    RunEnv::with(common::Env::new(), &image).quiet()
 }
 
-impl std::ops::Deref for Env {
-    type Target = common::Env;
-
-    fn deref(&self) -> &common::Env {
-        &self.base
-    }
-}
-
-impl Env {
-    fn new() -> Self {
-        let env = Self {
-            base: common::Env::new(),
-            registry: Registry::start().unwrap(),
-        };
-        let image = busybox::builder(Format::Oci, Compression::Gzip)
-            .unwrap()
-            .build()
-            .unwrap();
-        env.registry.push_image("busybox", "1", &image).unwrap();
-        env
-    }
-
-    fn busybox(&self) -> String {
-        format!("{}/busybox:1", self.registry.host())
-    }
-
-    /// Pushes the Debian minbase rootfs (setup.sh) as `debian:12`; returns its name.
-    fn debian(&self) -> String {
-        let path = std::env::var("SKIFF_TEST_DEBIAN_TAR").unwrap_or_else(|_| DEBIAN_TAR.into());
-        let tar = skiff_test_rig::require::require_file(
-            path.as_ref(),
-            "the Debian bookworm minbase tar (setup.sh makes it with debootstrap)",
-        );
-        let image = ImageBuilder::new(Format::Docker)
-            .layer_tar(&tar, Compression::Gzip)
-            .unwrap()
-            .env(&["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
-            .cmd(&["bash"])
-            .build()
-            .unwrap();
-        self.registry.push_image("debian", "12", &image).unwrap();
-        format!("{}/debian:12", self.registry.host())
-    }
-
-    /// `skiff run --rm -q ARGS`: (exit code, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let mut all = vec!["run", "--rm", "-q"];
-        all.extend_from_slice(args);
-        let out = self.skiff(&all);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr,
-        )
-    }
-
-    /// `sh -c SCRIPT` in `image` with `opts` first; expects exit 0 and returns stdout.
-    fn sh_in(&self, image: &str, opts: &[&str], script: &str) -> String {
-        let mut args = opts.to_vec();
-        args.extend_from_slice(&[image, "sh", "-c", script]);
-        let (code, stdout, stderr) = self.run(&args);
-        assert_eq!(code, 0, "skiff run {args:?}: {stdout}\n{stderr}");
-        stdout
-    }
-
-    fn sh(&self, opts: &[&str], script: &str) -> String {
-        self.sh_in(&self.busybox(), opts, script)
-    }
-
-    /// Expects skiff itself to fail (125); returns stderr.
-    fn refused(&self, args: &[&str]) -> String {
-        let (code, stdout, stderr) = self.run(args);
-        assert_eq!(code, 125, "skiff run {args:?}: {stdout}\n{stderr}");
-        stderr
-    }
-
-    /// Starts `skiff run OPTS busybox sh -c SCRIPT`; returns once the payload printed `ready`.
-    fn spawn_ready(
-        &self,
-        opts: &[&str],
-        script: &str,
-    ) -> (Child, BufReader<std::process::ChildStdout>) {
-        let img = self.busybox();
-        let mut args = vec!["run", "--rm", "-q"];
-        args.extend_from_slice(opts);
-        args.extend_from_slice(&[&img, "sh", "-c", script]);
-        let mut child = self.cmd(&args).stdout(Stdio::piped()).spawn().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line, "ready\n", "skiff run {args:?}");
-        (child, stdout)
-    }
-
-    /// No run directory left.
-    fn assert_clean(&self) {
-        let runs: Vec<_> = std::fs::read_dir(self.root().join("runs"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(runs.is_empty(), "run directories left: {runs:?}");
-    }
+/// Starts `skiff run --rm -q OPTS busybox sh -c SCRIPT`; returns once the payload printed
+/// `ready`.
+fn spawn_ready(
+    env: &RunEnv,
+    opts: &[&str],
+    script: &str,
+) -> (Child, BufReader<std::process::ChildStdout>) {
+    let img = env.busybox();
+    let mut args = vec!["run", "--rm", "-q"];
+    args.extend_from_slice(opts);
+    args.extend_from_slice(&[&img, "sh", "-c", script]);
+    env.spawn_ready(&args)
 }
 
 fn sigterm(child: &Child) {
@@ -148,8 +57,8 @@ fn rest(mut stdout: BufReader<std::process::ChildStdout>) -> String {
 /// setuid-root `passwd` reads /etc/shadow for user nobody: it works unless no_new_privileges
 /// is set; NoNewPrivs reads back 0 by default, 1 with the flag.
 fn setuid_binaries_work_without_no_new_privileges() {
-    let env = Env::new();
-    let debian = env.debian();
+    let env = busybox_env();
+    let debian = env.debian(Compression::Gzip);
     let nobody = ["-u", "65534:65534"];
     let out = env.sh_in(
         &debian,
@@ -186,7 +95,7 @@ fn setuid_binaries_work_without_no_new_privileges() {
         ),
         "NoNewPrivs:\t1\n"
     );
-    env.assert_clean();
+    env.assert_no_runs_left();
 }
 
 #[test]
@@ -204,7 +113,7 @@ rootless_test!(
 // Rootless with no set-up: a user without /etc/subuid and /etc/subgid ranges.
 
 fn runs_without_a_subordinate_range() {
-    let env = Env::new();
+    let env = busybox_env();
     let img = env.busybox();
     assert_eq!(env.run(&[&img, "true"]).0, 0);
     assert_eq!(env.run(&[&img, "sh", "-c", "exit 3"]).0, 3);
@@ -235,7 +144,7 @@ fn runs_without_a_subordinate_range() {
     );
 
     // Debian: its files of other owners appear as the mapped user; apt's user is refused.
-    let debian = env.debian();
+    let debian = env.debian(Compression::Gzip);
     let out = env.sh_in(
         &debian,
         &[],
@@ -249,7 +158,7 @@ fn runs_without_a_subordinate_range() {
     );
     let err = env.refused(&["-u", "_apt", &debian, "true"]);
     assert!(err.contains("user _apt is not mapped"), "{err}");
-    env.assert_clean();
+    env.assert_no_runs_left();
 }
 
 rootless_test!(
@@ -262,7 +171,7 @@ rootless_test!(
 // --add-host, --group-add.
 
 fn add_host_and_group_add() {
-    let env = Env::new();
+    let env = busybox_env();
     let hosts = env.sh(
         &[
             "--add-host",
@@ -295,7 +204,7 @@ fn add_host_and_group_add() {
     );
     let err = env.refused(&["--group-add", "nosuchgroup", &env.busybox(), "true"]);
     assert!(err.contains("unable to find group nosuchgroup"), "{err}");
-    env.assert_clean();
+    env.assert_no_runs_left();
 }
 
 #[test]
@@ -313,9 +222,10 @@ rootless_test!(
 // --stop-signal, --stop-timeout, and the image's StopSignal.
 
 fn stop_signal_and_timeout() {
-    let env = Env::new();
+    let env = busybox_env();
     // SIGTERM to skiff becomes the stop signal.
-    let (child, stdout) = env.spawn_ready(
+    let (child, stdout) = spawn_ready(
+        &env,
         &["--stop-signal", "USR1"],
         "trap 'echo got USR1; exit 5' USR1; trap 'echo got TERM; exit 6' TERM; echo ready; \
          while true; do sleep 0.05; done",
@@ -328,7 +238,8 @@ fn stop_signal_and_timeout() {
     );
 
     // A payload that ignores it is killed after the stop timeout (137).
-    let (mut child, _stdout) = env.spawn_ready(
+    let (mut child, _stdout) = spawn_ready(
+        &env,
         &["--stop-timeout", "1"],
         "trap '' TERM; echo ready; while true; do sleep 0.05; done",
     );
@@ -348,8 +259,8 @@ fn stop_signal_and_timeout() {
         .config_field("StopSignal", serde_json::json!("SIGQUIT"))
         .build()
         .unwrap();
-    env.registry.push_image("quits", "1", &image).unwrap();
-    let quits = format!("{}/quits:1", env.registry.host());
+    env.push("quits", "1", &image);
+    let quits = env.image("quits:1");
     let mut child = env
         .cmd(&[
             "run",
@@ -373,7 +284,7 @@ fn stop_signal_and_timeout() {
 
     let err = env.refused(&["--stop-signal", "SIGNOPE", &env.busybox(), "true"]);
     assert!(err.contains("invalid signal \"SIGNOPE\""), "{err}");
-    env.assert_clean();
+    env.assert_no_runs_left();
 }
 
 #[test]
@@ -391,7 +302,7 @@ rootless_test!(
 // --init.
 
 fn init_reaps_and_forwards() {
-    let env = Env::new();
+    let env = busybox_env();
     // PID 1 is skiff's init; the payload is its child.
     assert_eq!(
         env.sh(
@@ -415,7 +326,8 @@ fn init_reaps_and_forwards() {
     );
     assert_eq!(env.run(&["--init", &img, "no-such-command"]).0, 127);
     // Signals reach the payload through the init.
-    let (child, stdout) = env.spawn_ready(
+    let (child, stdout) = spawn_ready(
+        &env,
         &["--init"],
         "trap 'echo got TERM; exit 42' TERM; echo ready; while true; do sleep 0.05; done",
     );
@@ -425,7 +337,7 @@ fn init_reaps_and_forwards() {
         (status.code(), rest(stdout).as_str()),
         (Some(42), "got TERM\n")
     );
-    env.assert_clean();
+    env.assert_no_runs_left();
 }
 
 #[test]
@@ -457,7 +369,7 @@ fn all_caps() -> String {
 #[test]
 fn privileged_and_cap_add_all_as_root() {
     require_root();
-    let env = Env::new();
+    let env = busybox_env();
     let caps = env.sh(&["--cap-add", "ALL"], "grep CapEff /proc/self/status");
     assert!(caps.contains(&all_caps()), "{caps}");
     let out = env.sh(
@@ -476,13 +388,13 @@ fn privileged_and_cap_add_all_as_root() {
             all_caps()
         )
     );
-    env.assert_clean();
+    env.assert_no_runs_left();
 }
 
 #[test]
 fn devices_and_the_device_cgroup_as_root() {
     require_root();
-    let env = Env::new();
+    let env = busybox_env();
     // A host device under another name; writing to /dev/full fails with ENOSPC.
     let out = env.sh(
         &["--device", "/dev/full:/dev/myfull"],
@@ -535,14 +447,14 @@ fn devices_and_the_device_cgroup_as_root() {
     assert!(err.contains("/etc/passwd is not a device node"), "{err}");
     let err = env.refused(&["--device", "/dev/full:/dev/f:rx", &img, "true"]);
     assert!(err.contains("invalid device"), "{err}");
-    env.assert_clean();
+    env.assert_no_runs_left();
 }
 
 /// Rootless: a device is a bind mount of the host's node (no device cgroup: only rwm is
 /// accepted); nodes cannot be created; --privileged and --cap-add ALL give the namespace's
 /// capabilities.
 fn devices_and_privileged_unprivileged() {
-    let env = Env::new();
+    let env = busybox_env();
     let img = env.busybox();
     let out = env.sh(
         &["--device", "/dev/full:/dev/myfull"],
@@ -577,7 +489,7 @@ fn devices_and_privileged_unprivileged() {
          test -c /dev/tty && echo tty",
     );
     assert_eq!(out, "CapEff:\t000001ffffffffff\nhost-devices\ntty\n");
-    env.assert_clean();
+    env.assert_no_runs_left();
 }
 
 rootless_test!(
