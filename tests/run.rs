@@ -5,147 +5,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
-use skiff_test_rig::{Compression, Format, Image, Registry, busybox, require_root, rootless_test};
-
-/// A private skiff environment ([`common::Env`]: store, config, the skiff command) with a
-/// registry holding the images a test pushes. Its `ok` is `skiff run --rm`'s.
-struct Env {
-    base: common::Env,
-    registry: Option<Registry>,
-    mountinfo_before: Vec<String>,
-}
-
-impl std::ops::Deref for Env {
-    type Target = common::Env;
-
-    fn deref(&self) -> &common::Env {
-        &self.base
-    }
-}
-
-fn mount_lines_mentioning(needle: &Path) -> Vec<String> {
-    let needle = needle.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_owned)
-        .collect()
-}
-
-impl Env {
-    /// A store, and a registry with the busybox fixture as `busybox:1`.
-    fn new() -> Self {
-        let base = common::Env::with_config("retries = 2\nstall_timeout_secs = 5\n");
-        let registry = Registry::start().unwrap();
-        let env = Self {
-            mountinfo_before: mount_lines_mentioning(base.dir.path()),
-            base,
-            registry: Some(registry),
-        };
-        env.push(
-            "busybox",
-            "1",
-            &busybox::image(Format::Oci, Compression::Gzip).unwrap(),
-        );
-        env
-    }
-
-    fn push(&self, repo: &str, tag: &str, image: &Image) {
-        self.registry
-            .as_ref()
-            .unwrap()
-            .push_image(repo, tag, image)
-            .unwrap();
-    }
-
-    fn image(&self, repo_tag: &str) -> String {
-        format!("{}/{repo_tag}", self.registry.as_ref().unwrap().host())
-    }
-
-    fn busybox(&self) -> String {
-        self.image("busybox:1")
-    }
-
-    /// `skiff run ARGS`: (exit code, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let mut all = vec!["run", "--rm"];
-        all.extend_from_slice(args);
-        let out = self.skiff(&all);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// Runs and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, stdout, stderr) = self.run(args);
-        assert_eq!(code, 0, "skiff run {args:?}: {stdout}\n{stderr}");
-        self.assert_clean();
-        stdout
-    }
-
-    /// Runs `sh -c SCRIPT` in the busybox image with extra options first.
-    fn sh(&self, opts: &[&str], script: &str) -> String {
-        let image = self.busybox();
-        let mut args: Vec<&str> = opts.to_vec();
-        args.extend_from_slice(&[&image, "sh", "-c", script]);
-        self.ok(&args)
-    }
-
-    /// Nothing of finished runs is left: no mounts, no run directories.
-    fn assert_clean(&self) {
-        assert_eq!(
-            mount_lines_mentioning(self.dir.path()),
-            self.mountinfo_before,
-            "mounts left behind"
-        );
-        let runs: Vec<_> = std::fs::read_dir(self.root().join("runs"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(runs.is_empty(), "run directories left: {runs:?}");
-    }
-}
-
-/// The cgroup directories a run could have left, by its id.
-fn cgroup_dirs(run_id: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-        let Ok(entries) = std::fs::read_dir(base) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let dir = e.path().join("skiff").join(run_id);
-            if dir.exists() {
-                out.push(dir);
-            }
-        }
-        let dir = Path::new(base).join("skiff").join(run_id);
-        if dir.exists() {
-            out.push(dir);
-        }
-    }
-    out
-}
-
-/// The run id in the payload's /proc/self/cgroup (`…/skiff/<id>`).
-fn run_id_from_cgroup(text: &str) -> Option<String> {
-    text.lines()
-        .filter_map(|l| l.split_once("/skiff/"))
-        .map(|(_, id)| id.trim().to_owned())
-        .next()
-}
+use common::run::{RunEnv, cgroup_dirs, run_id_from_cgroup};
+use skiff_test_rig::{Compression, Format, busybox, require_root, rootless_test};
 
 #[test]
 fn exit_codes_pass_through() {
     require_root();
-    let env = Env::new();
+    let env = RunEnv::new();
     let img = env.busybox();
     assert_eq!(env.run(&[&img, "/bin/true"]).0, 0);
     env.assert_clean();
@@ -178,7 +48,7 @@ fn exit_codes_pass_through() {
 #[test]
 fn a_cached_image_runs_without_the_registry() {
     require_root();
-    let mut env = Env::new();
+    let mut env = RunEnv::new();
     let img = env.busybox();
     env.ok(&[&img, "true"]);
     // The registry is gone: a cached tag still runs, and only --pull always needs it.
@@ -200,7 +70,7 @@ fn pid_of(args: &[&str]) -> Option<i32> {
 }
 
 /// A payload killed with SIGKILL from outside makes skiff exit 137.
-fn killed_payload_exits_137(env: &Env, marker: &str) {
+fn killed_payload_exits_137(env: &RunEnv, marker: &str) {
     let (mut child, _stdout) = spawn_ready(env, &format!("echo ready; exec sleep {marker}"));
     // "ready" comes just before the exec: wait for the sleep to be there.
     let pid = (0..500)
@@ -223,7 +93,7 @@ fn killed_payload_exits_137(env: &Env, marker: &str) {
 #[test]
 fn entrypoint_and_cmd_follow_docker_rules() {
     require_root();
-    let env = Env::new();
+    let env = RunEnv::new();
     let image = busybox::builder(Format::Oci, Compression::Gzip)
         .unwrap()
         .entrypoint(&["echo", "ep"])
@@ -243,7 +113,7 @@ fn entrypoint_and_cmd_follow_docker_rules() {
 #[test]
 fn environment_merges_image_file_and_flags() {
     require_root();
-    let env = Env::new();
+    let env = RunEnv::new();
     let image = busybox::builder(Format::Oci, Compression::Gzip)
         .unwrap()
         .env(&[busybox::PATH, "A=image", "B=image", "C=image"])
@@ -292,7 +162,7 @@ fn environment_merges_image_file_and_flags() {
 #[test]
 fn working_directory_from_image_or_flag_is_created() {
     require_root();
-    let env = Env::new();
+    let env = RunEnv::new();
     let image = busybox::builder(Format::Oci, Compression::Gzip)
         .unwrap()
         .working_dir("/srv/app")
@@ -307,17 +177,17 @@ fn working_directory_from_image_or_flag_is_created() {
 #[test]
 fn users_resolve_with_groups_and_home() {
     require_root();
-    let env = Env::new();
+    let env = RunEnv::new();
     assert_eq!(
-        env.sh(&["-u", "user"], "id; echo $HOME"),
+        env.sh_clean(&["-u", "user"], "id; echo $HOME"),
         "uid=1000(user) gid=1000(user) groups=1000(user)\n/home/user\n"
     );
     assert_eq!(
-        env.sh(&["-u", "1000:0"], "id; echo $HOME"),
+        env.sh_clean(&["-u", "1000:0"], "id; echo $HOME"),
         "uid=1000(user) gid=0(root) groups=0(root)\n/home/user\n"
     );
     assert_eq!(
-        env.sh(&["-u", "4242:65534"], "id -u; id -g; echo $HOME"),
+        env.sh_clean(&["-u", "4242:65534"], "id -u; id -g; echo $HOME"),
         "4242\n65534\n/\n"
     );
     let image = busybox::builder(Format::Oci, Compression::Gzip)
@@ -333,7 +203,7 @@ fn users_resolve_with_groups_and_home() {
     );
     // A non-root user starts without effective capabilities, as in docker.
     assert!(
-        env.sh(&["-u", "user"], "grep CapEff /proc/self/status")
+        env.sh_clean(&["-u", "user"], "grep CapEff /proc/self/status")
             .contains("0000000000000000")
     );
 }
@@ -341,14 +211,14 @@ fn users_resolve_with_groups_and_home() {
 #[test]
 fn volumes_bind_read_only_and_read_write() {
     require_root();
-    let env = Env::new();
+    let env = RunEnv::new();
     let host = env.dir.path().join("shared");
     std::fs::create_dir(&host).unwrap();
     std::fs::write(host.join("in"), "from host").unwrap();
     let rw = format!("{}:/data", host.display());
     let ro = format!("{}:/data:ro", host.display());
     assert_eq!(
-        env.sh(&["-v", &rw], "cat /data/in; echo hi > /data/out"),
+        env.sh_clean(&["-v", &rw], "cat /data/in; echo hi > /data/out"),
         "from host"
     );
     assert_eq!(std::fs::read_to_string(host.join("out")).unwrap(), "hi\n");
@@ -361,8 +231,8 @@ fn volumes_bind_read_only_and_read_write() {
 #[test]
 fn tmpfs_read_only_and_hostname() {
     require_root();
-    let env = Env::new();
-    let mounts = env.sh(
+    let env = RunEnv::new();
+    let mounts = env.sh_clean(
         &["--tmpfs", "/scratch:size=1m"],
         "grep ' /scratch ' /proc/mounts",
     );
@@ -371,8 +241,8 @@ fn tmpfs_read_only_and_hostname() {
     assert_ne!(code, 0);
     env.assert_clean();
     // A read-only root still has writable /tmp when a tmpfs is asked for.
-    env.sh(&["--read-only", "--tmpfs", "/tmp"], "touch /tmp/x");
-    let out = env.sh(
+    env.sh_clean(&["--read-only", "--tmpfs", "/tmp"], "touch /tmp/x");
+    let out = env.sh_clean(
         &["--hostname", "boxname"],
         "hostname; cat /etc/hostname; grep boxname /etc/hosts; grep -c localhost /etc/hosts",
     );
@@ -382,24 +252,27 @@ fn tmpfs_read_only_and_hostname() {
     assert!(lines[2].contains("boxname"), "{out}");
     let resolv = std::fs::read_to_string("/etc/resolv.conf")
         .unwrap_or_else(|_| "nameserver 127.0.0.1\n".into());
-    assert_eq!(env.sh(&[], "cat /etc/resolv.conf"), resolv);
+    assert_eq!(env.sh_clean(&[], "cat /etc/resolv.conf"), resolv);
 }
 
 #[test]
 fn network_none_has_only_loopback() {
     require_root();
-    let env = Env::new();
-    assert_eq!(env.sh(&["--network", "none"], "ls /sys/class/net"), "lo\n");
+    let env = RunEnv::new();
+    assert_eq!(
+        env.sh_clean(&["--network", "none"], "ls /sys/class/net"),
+        "lo\n"
+    );
     let host: Vec<_> = std::fs::read_dir("/sys/class/net").unwrap().collect();
-    let inside = env.sh(&[], "ls /sys/class/net | wc -l");
+    let inside = env.sh_clean(&[], "ls /sys/class/net | wc -l");
     assert_eq!(inside.trim(), host.len().to_string());
 }
 
 #[test]
 fn default_mounts_devices_and_masked_paths() {
     require_root();
-    let env = Env::new();
-    let mounts = env.sh(&[], "cat /proc/mounts");
+    let env = RunEnv::new();
+    let mounts = env.sh_clean(&[], "cat /proc/mounts");
     for (what, target) in [
         ("proc", "/proc"),
         ("tmpfs", "/dev"),
@@ -416,13 +289,13 @@ fn default_mounts_devices_and_masked_paths() {
             "{what} on {target} missing:\n{mounts}"
         );
     }
-    let devs = env.sh(
+    let devs = env.sh_clean(
         &[],
         "for d in null zero full random urandom tty; do test -c /dev/$d && echo $d; done",
     );
     assert_eq!(devs, "null\nzero\nfull\nrandom\nurandom\ntty\n");
     // Masked and read-only /proc paths.
-    assert_eq!(env.sh(&[], "cat /proc/kcore | wc -c"), "0\n");
+    assert_eq!(env.sh_clean(&[], "cat /proc/kcore | wc -c"), "0\n");
     let (code, _, _) = env.run(&[
         &env.busybox(),
         "sh",
@@ -431,16 +304,16 @@ fn default_mounts_devices_and_masked_paths() {
     ]);
     assert_ne!(code, 0);
     // Own pid namespace: the payload is pid 1.
-    assert_eq!(env.sh(&[], "echo $$"), "1\n");
+    assert_eq!(env.sh_clean(&[], "echo $$"), "1\n");
     env.assert_clean();
 }
 
 #[test]
 fn capabilities_default_add_and_drop() {
     require_root();
-    let env = Env::new();
+    let env = RunEnv::new();
     let caps = |opts: &[&str]| -> u64 {
-        let out = env.sh(opts, "grep CapEff /proc/self/status");
+        let out = env.sh_clean(opts, "grep CapEff /proc/self/status");
         u64::from_str_radix(out.split_whitespace().nth(1).unwrap(), 16).unwrap()
     };
     assert_eq!(caps(&[]), 0xa80425fb, "docker's default set");
@@ -452,7 +325,7 @@ fn capabilities_default_add_and_drop() {
     assert_eq!(c & CAP_KILL, 0);
     // Off by default, as in docker (tests/run_flags.rs covers --security-opt no-new-privileges).
     assert_eq!(
-        env.sh(&[], "grep NoNewPrivs /proc/self/status"),
+        env.sh_clean(&[], "grep NoNewPrivs /proc/self/status"),
         "NoNewPrivs:\t0\n"
     );
 }
@@ -476,20 +349,20 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, u32)> {
 }
 
 fn writes_do_not_reach_the_store_body() {
-    let env = Env::new();
+    let env = RunEnv::new();
     env.ok(&[&env.busybox(), "true"]);
     let store = env.store();
     let image = store.images().unwrap().into_iter().next().unwrap();
     let layer = store.layer_dir(&image.layers[0].diff_id);
     let before = snapshot(&layer);
-    env.sh(
+    env.sh_clean(
         &[],
         "touch /bin/x && echo changed > /etc/passwd && rm /bin/ls && mkdir /newdir",
     );
     assert_eq!(snapshot(&layer), before, "a run changed the cached layer");
     // And the next run sees the image as it was.
     assert_eq!(
-        env.sh(
+        env.sh_clean(
             &[],
             "test -e /bin/x || test -e /newdir || echo pristine; test -e /bin/ls && echo ls"
         ),
@@ -505,22 +378,13 @@ fn writes_do_not_reach_the_store() {
 
 /// Starts `skiff run` with a payload that prints `ready` once set up; returns the child after
 /// the line arrived.
-fn spawn_ready(env: &Env, script: &str) -> (Child, BufReader<std::process::ChildStdout>) {
+fn spawn_ready(env: &RunEnv, script: &str) -> (Child, BufReader<std::process::ChildStdout>) {
     let img = env.busybox();
-    let mut child = env
-        .cmd(&["run", &img, "sh", "-c", script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
-    (child, stdout)
+    env.spawn_ready(&["run", &img, "sh", "-c", script])
 }
 
 /// SIGTERM sent to skiff reaches the payload, whose exit code becomes skiff's.
-fn assert_sigterm_is_forwarded(env: &Env) {
+fn assert_sigterm_is_forwarded(env: &RunEnv) {
     let (mut child, mut stdout) = spawn_ready(
         env,
         "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
@@ -541,14 +405,14 @@ fn assert_sigterm_is_forwarded(env: &Env) {
 #[test]
 fn sigterm_is_forwarded_to_the_payload() {
     require_root();
-    assert_sigterm_is_forwarded(&Env::new());
+    assert_sigterm_is_forwarded(&RunEnv::new());
 }
 
 #[test]
 fn cleanup_leaves_no_cgroup_and_a_killed_skiff_is_swept() {
     require_root();
-    let env = Env::new();
-    let out = env.sh(&[], "cat /proc/self/cgroup");
+    let env = RunEnv::new();
+    let out = env.sh_clean(&[], "cat /proc/self/cgroup");
     let id = run_id_from_cgroup(&out).expect("the payload's cgroup names the run");
     assert!(
         cgroup_dirs(&id).is_empty(),
@@ -605,7 +469,7 @@ fn find_process(cmdline: &str, run_id: &str) -> Option<u32> {
 #[test]
 fn timings_list_the_phases() {
     require_root();
-    let env = Env::new();
+    let env = RunEnv::new();
     let out = env.skiff(&["run", "--timings", &env.busybox(), "true"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     for phase in [
@@ -619,7 +483,7 @@ fn timings_list_the_phases() {
 // process switched to that user; a failure there fails the test).
 
 fn runs_and_cleans_up_unprivileged() {
-    let env = Env::new();
+    let env = RunEnv::new();
     let img = env.busybox();
     assert_eq!(env.run(&[&img, "true"]).0, 0);
     env.assert_clean();
@@ -628,11 +492,14 @@ fn runs_and_cleans_up_unprivileged() {
     assert_eq!(env.run(&[&img, "no-such-command"]).0, 127);
     assert_eq!(env.run(&[&img, "/etc/passwd"]).0, 126);
     env.assert_clean();
-    assert_eq!(env.sh(&[], "id -u"), "0\n");
-    assert_eq!(env.sh(&["--network", "none"], "ls /sys/class/net"), "lo\n");
-    assert_eq!(env.sh(&["--hostname", "rl"], "hostname"), "rl\n");
-    assert_eq!(env.sh(&["-w", "/x/y"], "pwd"), "/x/y\n");
-    let caps = env.sh(&[], "grep CapEff /proc/self/status");
+    assert_eq!(env.sh_clean(&[], "id -u"), "0\n");
+    assert_eq!(
+        env.sh_clean(&["--network", "none"], "ls /sys/class/net"),
+        "lo\n"
+    );
+    assert_eq!(env.sh_clean(&["--hostname", "rl"], "hostname"), "rl\n");
+    assert_eq!(env.sh_clean(&["-w", "/x/y"], "pwd"), "/x/y\n");
+    let caps = env.sh_clean(&[], "grep CapEff /proc/self/status");
     assert!(caps.contains("a80425fb"), "{caps}");
 }
 rootless_test!(
@@ -653,9 +520,9 @@ fn other_users_with_a_subuid_range() {
         .unwrap()
         .name;
     skiff_test_rig::require::require_subid_range(&me);
-    let env = Env::new();
+    let env = RunEnv::new();
     assert_eq!(
-        env.sh(
+        env.sh_clean(
             &["-u", "user"],
             "id; echo $HOME; touch /tmp/mine && stat -c %u /tmp/mine"
         ),
@@ -664,7 +531,7 @@ fn other_users_with_a_subuid_range() {
     // The image gives /home/user to uid 1000: it keeps that owner inside, so the user can
     // write its own home; the setgid/sticky modes and root-owned files stay as they were.
     assert_eq!(
-        env.sh(
+        env.sh_clean(
             &["-u", "user"],
             "stat -c '%u:%g %a' /home/user /tmp /etc/passwd; touch /home/user/mine && echo ok"
         ),
@@ -690,7 +557,7 @@ rootless_test!(
 );
 
 fn sigterm_and_killed_skiff_sweep_unprivileged() {
-    let env = Env::new();
+    let env = RunEnv::new();
     assert_sigterm_is_forwarded(&env);
 
     let (mut child, _stdout) = spawn_ready(&env, "echo ready; exec sleep 1001");
@@ -718,7 +585,7 @@ rootless_test!(
 #[test]
 fn stdin_is_closed_unless_interactive() {
     require_root();
-    let env = Env::new();
+    let env = RunEnv::new();
     let img = env.busybox();
     env.ok(&[&img, "true"]); // pull first, so the next runs' output is the payload's alone
     let run_with_stdin = |opts: &[&str]| {
@@ -748,7 +615,7 @@ fn stdin_is_closed_unless_interactive() {
 #[test]
 fn tty_gives_a_terminal_with_the_callers_window_size() {
     require_root();
-    let env = Env::new();
+    let env = RunEnv::new();
     let img = env.busybox();
     env.ok(&[&img, "true"]);
     // `script` gives skiff a pseudo-terminal of its own, sized here to 37 rows x 111 columns.
