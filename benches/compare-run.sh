@@ -3,14 +3,21 @@
 # against `crun run` and `runc run` on a ready bundle of the same rootfs (the image's single
 # layer copied out of skiff's store, config.json from `crun spec`, shared by crun and runc) and
 # `podman run --rm --network none IMAGE /bin/true` (image pulled beforehand from the loopback
-# registry). skiff is timed twice: with its default network (host) and with `--network none`, as
-# the bundle's spec and podman get a fresh network namespace. All stores, bundles and state dirs
-# live on one journaled ext4 loop file mounted at /mnt/skiff-bench (DESIGN.md, "Benchmark
-# hygiene"). Once as root, once rootless as the unprivileged user skiff-test (runuser), each in
-# ROUNDS hyperfine invocations (-N, --warmup 5, RUNS runs per tool) that run every tool, so the
-# tools are interleaved round by round; prints medians (of all runs), ratios to skiff, then
-# skiff's start-up phases (`--timings`). Run as root from the repository. RUNS=N, ROUNDS=N,
-# SKIFF=BINARY (a prebuilt skiff), BENCH_USER=NAME (a user with /etc/subuid ranges).
+# registry). Every tool runs with a seccomp filter, the same one: podman's default profile in
+# docker's format (/usr/share/containers/seccomp.json, Debian's golang-github-containers-common),
+# which podman applies by default, skiff is given with `--security-opt seccomp=`, and this script
+# resolves into the bundle's `linux.seccomp` as docker would (the rules' includes/excludes
+# against the bundle's capabilities, docker's default set, and this machine's architecture and
+# kernel). skiff is also timed with its own default (docker's profile), and crun and runc also
+# without any filter, to show the filter's cost. skiff is timed with its default network (host)
+# and with `--network none`, as the bundle's spec and podman get a fresh network namespace. All
+# stores, bundles and state dirs live on one journaled ext4 loop file mounted at /mnt/skiff-bench
+# (DESIGN.md, "Benchmark hygiene"). Once as root, once rootless as the unprivileged user
+# skiff-test (runuser), each in ROUNDS hyperfine invocations (-N, --warmup 5, RUNS runs per
+# tool) that run every tool, so the tools are interleaved round by round; prints medians (of all
+# runs), ratios to skiff, then skiff's start-up phases (`--timings`). Run as root from the
+# repository. RUNS=N, ROUNDS=N, SKIFF=BINARY (a prebuilt skiff), BENCH_USER=NAME (a user with
+# /etc/subuid ranges), PROFILE=FILE (another profile in docker's format).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MNT=${SKIFF_BENCH_MNT:-/mnt/skiff-bench}
@@ -21,6 +28,7 @@ RUNS=${RUNS:-10}
 ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-5}
 U=${BENCH_USER:-skiff-test}
+PROFILE=${PROFILE:-/usr/share/containers/seccomp.json}
 UID_U=$(id -u "$U")
 GID_U=$(id -g "$U")
 W=$MNT/warm
@@ -32,6 +40,7 @@ for pair in crun:crun runc:runc podman:podman hyperfine:hyperfine uidmap:newuidm
   docker-registry:docker-registry python3:python3; do
   command -v "${pair#*:}" >/dev/null || need+=("${pair%%:*}")
 done
+[ -f "$PROFILE" ] || need+=(golang-github-containers-common)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
@@ -160,36 +169,95 @@ LAYER=$W/root/skiff/layers/sha256/${diff_ids#sha256:}/fs
 [ -x "$LAYER/bin/true" ] || { echo "no /bin/true in $LAYER" >&2; exit 1; }
 
 # Bundles: config.json from `crun spec` (root) / `crun spec --rootless`, with the command
-# /bin/true, no terminal, an explicit uid/gid map (runc needs one) when rootless.
+# /bin/true, no terminal, docker's default capabilities and no no_new_privileges (what skiff
+# and docker give a container), the seccomp profile resolved into `linux.seccomp`, an explicit
+# uid/gid map (runc needs one) when rootless. DIR-noseccomp: the same spec without the filter,
+# on the same rootfs.
 make_bundle() { # DIR [--rootless UID GID]
-  mkdir -p "$1/rootfs"
+  mkdir -p "$1/rootfs" "$1-noseccomp"
   cp -a "$LAYER/." "$1/rootfs/"
   (cd "$1" && crun spec ${2:-})
-  python3 - "$1/config.json" "${3:-}" "${4:-}" <<'PY'
-import json, sys
-path, uid, gid = sys.argv[1:4]
+  python3 - "$1" "$PROFILE" "${3:-}" "${4:-}" <<'PY'
+import json, os, platform, sys
+bundle, profile_path, uid, gid = sys.argv[1:5]
+path = f"{bundle}/config.json"
 spec = json.load(open(path))
 spec["process"]["args"] = ["/bin/true"]
 spec["process"]["terminal"] = False
+spec["process"].pop("noNewPrivileges", None)
+caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+        "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+spec["process"]["capabilities"] = {
+    "bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []}
 if uid:
     spec["linux"]["uidMappings"] = [{"containerID": 0, "hostID": int(uid), "size": 1}]
     spec["linux"]["gidMappings"] = [{"containerID": 0, "hostID": int(gid), "size": 1}]
+plain = json.loads(json.dumps(spec))
+plain["root"]["path"] = f"{bundle}/rootfs"
+json.dump(plain, open(f"{bundle}-noseccomp/config.json", "w"), indent=2)
+
+# The profile in docker's format resolved as moby's setupSeccomp resolves it.
+goarch = {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "armv7l": "arm",
+          "s390x": "s390x", "ppc64le": "ppc64le", "riscv64": "riscv64"}[platform.machine()]
+native = {"amd64": "SCMP_ARCH_X86_64", "arm64": "SCMP_ARCH_AARCH64", "386": "SCMP_ARCH_X86",
+          "arm": "SCMP_ARCH_ARM", "s390x": "SCMP_ARCH_S390X", "ppc64le": "SCMP_ARCH_PPC64LE",
+          "riscv64": "SCMP_ARCH_RISCV64"}[goarch]
+def version(v):
+    return tuple(int("".join(c for c in x if c.isdigit()) or 0) for x in v.split(".")[:3])
+kernel = version(os.uname().release.split("-")[0])
+profile = json.load(open(profile_path))
+arches = list(profile.get("architectures") or [])
+for m in profile.get("archMap") or []:
+    if m["architecture"] == native:
+        arches += [m["architecture"]] + list(m.get("subArchitectures") or [])
+rules = []
+for rule in profile.get("syscalls") or []:
+    inc, exc = rule.get("includes") or {}, rule.get("excludes") or {}
+    if goarch in (exc.get("arches") or []) or any(c in caps for c in exc.get("caps") or []):
+        continue
+    if exc.get("minKernel") and kernel >= version(exc["minKernel"]):
+        continue
+    if inc.get("arches") and goarch not in inc["arches"]:
+        continue
+    if any(c not in caps for c in inc.get("caps") or []):
+        continue
+    if inc.get("minKernel") and kernel < version(inc["minKernel"]):
+        continue
+    names = list(rule.get("names") or []) + ([rule["name"]] if rule.get("name") else [])
+    out = {"names": names, "action": rule["action"]}
+    if rule.get("errnoRet") is not None:
+        out["errnoRet"] = rule["errnoRet"]
+    if rule.get("args"):
+        out["args"] = [{k: a[k] for k in ("index", "value", "valueTwo", "op")}
+                       for a in rule["args"]]
+    rules.append(out)
+seccomp = {"defaultAction": profile["defaultAction"], "architectures": arches,
+           "syscalls": rules}
+if profile.get("defaultErrnoRet") is not None:
+    seccomp["defaultErrnoRet"] = profile["defaultErrnoRet"]
+spec["linux"]["seccomp"] = seccomp
 json.dump(spec, open(path, "w"), indent=2)
 PY
 }
 make_bundle "$W/root/bundle"
 make_bundle "$W/rootless/bundle" --rootless "$UID_U" "$GID_U"
-chown -R "$U:" "$W/rootless/bundle"
+chown -R "$U:" "$W/rootless/bundle" "$W/rootless/bundle-noseccomp"
 mkdir -p "$W/root/crun" "$W/root/runc" "$W/rootless/crun" "$W/rootless/runc"
 chown "$U:" "$W/rootless/crun" "$W/rootless/runc"
 
 # name|command pairs, identical as root and rootless except for the directories.
+# name|command pairs, identical as root and rootless except for the directories.
 commands() { # DIR
-  echo "skiff|$SKIFF --root $1/skiff run --rm $IMAGE /bin/true"
-  echo "skiff --network none|$SKIFF --root $1/skiff run --rm --network none $IMAGE /bin/true"
+  local run="run --rm --security-opt seccomp=$PROFILE"
+  echo "skiff|$SKIFF --root $1/skiff $run $IMAGE /bin/true"
+  echo "skiff --network none|$SKIFF --root $1/skiff $run --network none $IMAGE /bin/true"
+  echo "skiff, its default profile|$SKIFF --root $1/skiff run --rm $IMAGE /bin/true"
   echo "crun (ready bundle)|crun --root $1/crun run -b $1/bundle skiff-warm-crun"
   echo "runc (ready bundle)|runc --root $1/runc run -b $1/bundle skiff-warm-runc"
   echo "podman --network none|podman run --rm --network none $IMAGE /bin/true"
+  echo "crun, no seccomp|crun --root $1/crun run -b $1/bundle-noseccomp skiff-warm-crun"
+  echo "runc, no seccomp|runc --root $1/runc run -b $1/bundle-noseccomp skiff-warm-runc"
 }
 bench() { # root|rootless
   local dir=$W/$1 args=() name cmd
@@ -230,12 +298,14 @@ PY
 }
 phases() { # root|rootless
   echo
-  echo "$1: skiff run --rm --timings $IMAGE /bin/true (5 runs)"
+  echo "$1: skiff run --rm --timings --security-opt seccomp=$PROFILE $IMAGE /bin/true (5 runs)"
   for _ in 1 2 3 4 5; do
     if [ "$1" = root ]; then
-      "$SKIFF" --root "$W/root/skiff" run --rm --timings "$IMAGE" /bin/true 2>&1
+      "$SKIFF" --root "$W/root/skiff" run --rm --timings --security-opt "seccomp=$PROFILE" \
+        "$IMAGE" /bin/true 2>&1
     else
-      as_user "$SKIFF" --root "$W/rootless/skiff" run --rm --timings "$IMAGE" /bin/true 2>&1
+      as_user "$SKIFF" --root "$W/rootless/skiff" run --rm --timings \
+        --security-opt "seccomp=$PROFILE" "$IMAGE" /bin/true 2>&1
     fi | tr -s ' ' | sed 's/^ //' | paste -sd' '
   done
 }
