@@ -138,14 +138,17 @@ impl std::fmt::Debug for Created {
     }
 }
 
-/// Creates the container from `<bundle>/config.json` with its state under `<bundle>/state`.
-pub(crate) fn create(id: &str, bundle: &Path, stdio: Stdio) -> Result<Created, RunError> {
+/// Creates the container from `<bundle>/config.json` with its state under `<bundle>/state`;
+/// the init loads `seccomp` (from [`seccomp::prepare`]: libcontainer is built without
+/// libseccomp, skiff applies the filter itself).
+pub(crate) fn create(
+    id: &str,
+    bundle: &Path,
+    stdio: Stdio,
+    seccomp: Option<seccomp::Loader>,
+) -> Result<Created, RunError> {
     let state = bundle.join(STATE);
     let lc = |e: libcontainer::error::LibcontainerError| RunError::Container(Box::new(e));
-    // Before libcontainer reads the bundle: it is built without libseccomp, skiff applies the
-    // filter itself.
-    let seccomp = seccomp::prepare(bundle)
-        .map_err(|e| RunError::Launch(crate::error_chain(&e)))?;
     let mut builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
         .with_root_path(&state)
         .map_err(lc)?

@@ -308,9 +308,9 @@ pub fn run(
     let prepared = prepare_namespace(store, rootless)?;
     let rootfs = assemble_rootfs(store, image, rootless)?;
     timings.mark("mount");
-    build_spec(&rootfs, config, options, prepared.mapping)?;
+    let seccomp = build_spec(&rootfs, config, options, prepared.mapping)?;
     timings.mark("spec");
-    let mut container = create_container(&rootfs, options)?;
+    let mut container = create_container(&rootfs, options, seccomp)?;
     timings.mark("create");
     let exit_code = match prepared.signals.pending_termination() {
         // Interrupted during set-up: the payload never starts.
@@ -451,13 +451,14 @@ fn prepare_mounts(rootfs: &std::path::Path, options: &RunOptions) -> Result<(), 
 }
 
 /// Resolves the user, hostname, argv, environment and working directory, writes the /etc files
-/// and the runtime spec into the run directory.
+/// and the runtime spec into the run directory (once, the seccomp filter taken out of it for
+/// skiff's executor: what the init loads is returned).
 fn build_spec(
     run: &Assembled,
     config: &RunConfig,
     options: &RunOptions,
     mapping: Option<rootless::IdMapping>,
-) -> Result<(), RunError> {
+) -> Result<Option<seccomp::Loader>, RunError> {
     let rootfs_dir = run.rootfs();
     let user_spec = options
         .user
@@ -534,9 +535,12 @@ fn build_spec(
         resources.set_devices(Some(rules));
         linux.set_resources(Some(resources));
     }
+    let seccomp = seccomp::prepare(&mut oci, &run.dir)
+        .map_err(|e| RunError::Launch(crate::error_chain(&e)))?;
     let config_path = run.dir.join("config.json");
     oci.save(&config_path)
-        .map_err(|e| RunError::Launch(format!("writing {}: {e}", config_path.display())))
+        .map_err(|e| RunError::Launch(format!("writing {}: {e}", config_path.display())))?;
+    Ok(seccomp)
 }
 
 /// A created container, and the TTY's master end with `-t`.
@@ -547,8 +551,13 @@ struct Launched {
 }
 
 /// Sets up stdio (/dev/null without `-i`, a console socket with `-t`) and has libcontainer
-/// create the container from the run directory's spec; receives the TTY.
-fn create_container(run: &Assembled, options: &RunOptions) -> Result<Launched, RunError> {
+/// create the container from the run directory's spec (the init loading `seccomp`); receives
+/// the TTY.
+fn create_container(
+    run: &Assembled,
+    options: &RunOptions,
+    seccomp: Option<seccomp::Loader>,
+) -> Result<Launched, RunError> {
     let mut stdio = container::Stdio::default();
     if !options.interactive && !options.tty {
         let null = std::fs::File::open("/dev/null").map_err(|source| RunError::Io {
@@ -571,7 +580,7 @@ fn create_container(run: &Assembled, options: &RunOptions) -> Result<Launched, R
     } else {
         None
     };
-    let created = match container::create(&run.id, &run.dir, stdio) {
+    let created = match container::create(&run.id, &run.dir, stdio, seccomp) {
         Ok(created) => created,
         // libcontainer's error says only that the rootfs could not be prepared: name the
         // mount at fault when one of the user's is.

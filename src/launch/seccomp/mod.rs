@@ -4,8 +4,8 @@
 //! the container's init right before execve.
 //!
 //! Flow: [`resolve`] (spec building) puts the resolved filter in the runtime spec's
-//! `linux.seccomp`; [`prepare`] (before libcontainer creates the container) compiles it or takes
-//! it from the cache, moves it out of the bundle (libcontainer is built without libseccomp) and
+//! `linux.seccomp`; [`prepare`] (before the spec is written to the bundle) compiles it or takes
+//! it from the cache, moves it out of the spec (libcontainer is built without libseccomp) and
 //! gives the init the capabilities it needs to load it; [`Loader::apply`] loads it in the init.
 
 mod compile;
@@ -55,16 +55,6 @@ pub enum SeccompError {
     /// libseccomp could not compile the filter.
     #[error("compiling the seccomp filter: {0}")]
     Compile(String),
-    /// The bundle could not be read or written.
-    #[error("{op} {path}: {reason}")]
-    Bundle {
-        /// What was being done.
-        op: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
 }
 
 impl SeccompError {
@@ -141,27 +131,20 @@ fn to_caps(set: Option<&Capabilities>) -> CapsHashSet {
 /// The capabilities the init needs to load a filter without no_new_privileges.
 const LOADING_CAPS: [Capability; 2] = [Capability::SysAdmin, Capability::Setpcap];
 
-/// Prepares the bundle's seccomp filter for skiff's executor: compiles it (or reads it from
-/// the store's cache), removes it from `<bundle>/config.json` and, unless no_new_privileges is
-/// set, gives the init the capabilities needed to load it. `None` when the spec has no filter.
-pub(crate) fn prepare(bundle: &Path) -> Result<Option<Loader>, SeccompError> {
-    let path = bundle.join("config.json");
-    let bundle_err = |op: &'static str| {
-        let path = path.clone();
-        move |e: oci_spec::OciSpecError| SeccompError::Bundle {
-            op,
-            path: path.clone(),
-            reason: e.to_string(),
-        }
-    };
-    let mut spec = Spec::load(&path).map_err(bundle_err("reading"))?;
-    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+/// Prepares the spec's seccomp filter for skiff's executor, before the spec is written to the
+/// bundle (once: libcontainer reads it from there): compiles the filter (or reads it from the
+/// cache of the store that holds the run directory `bundle`), removes it from the spec
+/// (libcontainer is built without libseccomp) and, unless no_new_privileges is set, gives the
+/// init the capabilities needed to load it. `None` when the spec has no filter.
+pub(crate) fn prepare(spec: &mut Spec, bundle: &Path) -> Result<Option<Loader>, SeccompError> {
+    let Some(seccomp) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.seccomp_mut().take())
+    else {
         return Ok(None);
     };
     let program = compile::program(&seccomp, &cache_dir(bundle))?;
-    if let Some(linux) = spec.linux_mut() {
-        linux.set_seccomp(None);
-    }
     let mut restore = None;
     if let Some(process) = spec.process_mut()
         && process.no_new_privileges() != Some(true)
@@ -185,7 +168,6 @@ pub(crate) fn prepare(bundle: &Path) -> Result<Option<Loader>, SeccompError> {
         caps.set_effective(Some(add(caps.effective().as_ref())));
         process.set_capabilities(Some(caps));
     }
-    spec.save(&path).map_err(bundle_err("writing"))?;
     Ok(Some(Loader { program, restore }))
 }
 
