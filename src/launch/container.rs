@@ -193,6 +193,29 @@ impl Created {
         }
     }
 
+    /// After the init was reaped: removes the container's cgroups and state without
+    /// libcontainer's delete, which builds its cgroup manager again (as root on cgroup v1,
+    /// mountinfo read once per hierarchy through its checked procfs: about 1 ms of a warm
+    /// start). As libcontainer does, what is still in a cgroup is killed and the removal
+    /// retried while the cgroup is busy; should a cgroup stay, libcontainer's delete runs.
+    pub(crate) fn remove_reaped(&mut self) -> Result<(), RunError> {
+        let Some(container) = self.container.take() else {
+            return Ok(());
+        };
+        if !remove_cgroups(container.id()) {
+            self.container = Some(container);
+            return self.delete();
+        }
+        match std::fs::remove_dir_all(&container.root) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RunError::Io {
+                op: "removing the container state",
+                path: container.root.clone(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Kills what is left, removes the cgroup and the state directory.
     pub(crate) fn delete(&mut self) -> Result<(), RunError> {
         if let Some(mut c) = self.container.take() {
@@ -272,30 +295,72 @@ pub(crate) fn sweep(run: &Path, rootless: bool) {
     }
 }
 
-/// Removes a dead run's cgroup directories that libcontainer's delete left (it gives up when a
-/// cgroup is still busy while the killed payload is being torn down).
-fn remove_leftover_cgroups(id: &str) {
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    let mut dirs: Vec<PathBuf> = hierarchies
+/// The cgroup directories a container `id` may have: `skiff/<id>` in every hierarchy mounted
+/// at /sys/fs/cgroup (the container's cgroups path is `/skiff/<id>`).
+fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
         .flatten()
+        .flatten()
+        .filter(|h| h.file_type().is_ok_and(|t| t.is_dir()))
         .map(|h| h.path().join("skiff").join(id))
         .collect();
     dirs.push(Path::new("/sys/fs/cgroup/skiff").join(id));
-    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
-        for _ in 0..400 {
-            match std::fs::remove_dir(&dir) {
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "removing a dead run's cgroup");
-                    break;
-                }
-                Ok(()) => break,
+    dirs
+}
+
+/// Removes the cgroups of a container whose init was reaped, killing what is still in them
+/// (as libcontainer's cgroup managers do); whether none is left.
+fn remove_cgroups(id: &str) -> bool {
+    let mut all = true;
+    for dir in cgroup_dirs(id) {
+        let procs = match std::fs::read_to_string(dir.join("cgroup.procs")) {
+            Ok(procs) => procs,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                continue;
             }
+            Err(_) => {
+                all = false;
+                continue;
+            }
+        };
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
+        all &= remove_cgroup_dir(&dir);
+    }
+    all
+}
+
+/// Removes an empty cgroup directory, retrying for up to 2 s while it is busy (its last tasks
+/// being torn down); whether it is gone.
+fn remove_cgroup_dir(dir: &Path) -> bool {
+    for _ in 0..400 {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing a cgroup");
+                return false;
+            }
+            Ok(()) => return true,
+        }
+    }
+    false
+}
+
+/// Removes a dead run's cgroup directories that libcontainer's delete left (it gives up when a
+/// cgroup is still busy while the killed payload is being torn down).
+fn remove_leftover_cgroups(id: &str) {
+    for dir in cgroup_dirs(id) {
+        remove_cgroup_dir(&dir);
     }
 }
 

@@ -312,18 +312,21 @@ pub fn run(
     timings.mark("spec");
     let mut container = create_container(&rootfs, options, seccomp)?;
     timings.mark("create");
-    let exit_code = match prepared.signals.pending_termination() {
+    let (exit_code, reaped) = match prepared.signals.pending_termination() {
         // Interrupted during set-up: the payload never starts.
-        Some(sig) => 128 + sig as i32,
-        None => start_and_wait(
-            &mut container,
-            &prepared.signals,
-            options,
-            stop,
-            &mut timings,
-        )?,
+        Some(sig) => (128 + sig as i32, false),
+        None => (
+            start_and_wait(
+                &mut container,
+                &prepared.signals,
+                options,
+                stop,
+                &mut timings,
+            )?,
+            true,
+        ),
     };
-    cleanup(container, rootfs)?;
+    cleanup(container, rootfs, reaped)?;
     drop(prepared);
     timings.mark("cleanup");
     Ok(RunOutcome { exit_code, timings })
@@ -645,12 +648,17 @@ fn start_and_wait(
     Ok(exit_code)
 }
 
-/// Deletes the container, unmounts the rootfs and removes the run directory, reporting what
-/// fails (on an early error, the same happens on drop, with warnings).
-fn cleanup(container: Launched, rootfs: Assembled) -> Result<(), RunError> {
+/// Deletes the container (`reaped`: its init was waited for), unmounts the rootfs and removes
+/// the run directory, reporting what fails (on an early error, the same happens on drop, with
+/// warnings).
+fn cleanup(container: Launched, rootfs: Assembled, reaped: bool) -> Result<(), RunError> {
     let Launched { mut created, pty } = container;
     drop(pty);
-    created.delete()?;
+    if reaped {
+        created.remove_reaped()?;
+    } else {
+        created.delete()?;
+    }
     drop(created);
     let Assembled { mounted, hold, .. } = rootfs;
     drop(mounted);
