@@ -142,7 +142,7 @@ fn map_single(uid: u32, gid: u32) -> Result<(), RunError> {
 }
 
 /// Forks a helper that waits until this process has unshared, then runs newuidmap and newgidmap
-/// on it (a setuid tool does not work from inside the new namespace). Returns whether both
+/// on it at once (a setuid tool does not work from inside the new namespace). Returns whether both
 /// succeeded; the namespaces are entered either way.
 fn map_with_helper(
     flags: CloneFlags,
@@ -165,17 +165,17 @@ fn map_with_helper(
         ForkResult::Child => {
             drop(ready_w);
             let mut byte = [0u8; 1];
-            let ok = std::fs::File::from(ready_r).read_exact(&mut byte).is_ok()
-                && Command::new(newuidmap)
-                    .arg(&parent)
-                    .args(uid_args)
-                    .status()
-                    .is_ok_and(|s| s.success())
-                && Command::new(newgidmap)
-                    .arg(&parent)
-                    .args(gid_args)
-                    .status()
-                    .is_ok_and(|s| s.success());
+            // Both tools at once: they write different files (uid_map, gid_map).
+            let ok = std::fs::File::from(ready_r).read_exact(&mut byte).is_ok() && {
+                let uids = Command::new(newuidmap).arg(&parent).args(uid_args).spawn();
+                let gids = Command::new(newgidmap).arg(&parent).args(gid_args).spawn();
+                let done = |c: std::io::Result<std::process::Child>| {
+                    c.and_then(|mut c| c.wait()).is_ok_and(|s| s.success())
+                };
+                // Both waited for, whichever fails.
+                let (u, g) = (done(uids), done(gids));
+                u && g
+            };
             // SAFETY: leave the forked helper without running the parent's destructors.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
