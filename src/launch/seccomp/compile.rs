@@ -20,7 +20,7 @@ use super::SeccompError;
 const MAX_INSTRUCTIONS: usize = 4096;
 
 /// Bumped when the way a program is compiled changes, so that old cache entries are not used.
-const FORMAT: &str = "skiff-seccomp-1";
+const FORMAT: &str = "skiff-seccomp-2";
 
 /// A compiled filter, ready for `seccomp(SECCOMP_SET_MODE_FILTER)`.
 #[derive(Clone)]
@@ -75,6 +75,13 @@ fn compare(op: Op, value: u64, value_two: u64) -> (ScmpCompareOp, u64) {
 fn filter(seccomp: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
     let default = action(seccomp.default_action(), seccomp.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(failed("creating the filter"))?;
+    // A binary tree of syscall numbers instead of a list: the same filter, but the kernel
+    // loads it faster (when loading, it runs the filter for every syscall number of every
+    // architecture to build its allow cache; a list makes that about 0.35 ms of a warm start
+    // here). libseccomp before 2.5 cannot: the list it is.
+    if let Err(e) = ctx.set_ctl_optimize(2) {
+        tracing::debug!(error = %e, "seccomp: no binary-tree optimisation in this libseccomp");
+    }
     for arch in seccomp.architectures().iter().flatten() {
         let scmp = ScmpArch::from_str(&arch.to_string()).map_err(failed("architecture"))?;
         ctx.add_arch(scmp)
