@@ -132,15 +132,27 @@ fn the_cgroup_filesystem_is_read_only_and_the_container_s_own() {
     let entries: usize = lines[2].parse().unwrap();
     assert!(entries > 1, "/sys/fs/cgroup is empty: {stdout}");
     // A v1 hierarchy the container has no cgroup in (name=systemd) would show the host's
-    // whole tree: it is masked.
+    // whole tree: it is masked. (With a limit: on a hybrid host a run without one has its
+    // cgroup on the unified hierarchy, and sees cgroup2, as on a v2 host.)
     if !unified() && std::path::Path::new("/sys/fs/cgroup/systemd").is_dir() {
         let out = env.sh(
-            &[],
+            &["--pids-limit", "100"],
             "ls /sys/fs/cgroup/systemd | wc -l; ls /sys/fs/cgroup/memory | grep -c .",
         );
         let counts: Vec<&str> = out.lines().collect();
         assert_eq!(counts[0], "0", "{out}");
         assert_ne!(counts[1], "0", "{out}");
+    }
+    // Without a limit (or on a v2 host): the container's own cgroup2, read-only.
+    let (code, stdout, stderr) = env.sh_status(
+        &[],
+        "echo 1 > /sys/fs/cgroup/cgroup.procs || echo refused; \
+         test -f /sys/fs/cgroup/cgroup.controllers && echo cgroup2; grep -x 0::/ /proc/self/cgroup",
+    );
+    if unified() || std::path::Path::new("/sys/fs/cgroup/unified").is_dir() {
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        assert!(stderr.contains("Read-only file system"), "{stderr}");
+        assert_eq!(stdout, "refused\ncgroup2\n0::/\n", "{stdout}");
     }
 }
 

@@ -412,7 +412,7 @@ fn sigterm_is_forwarded_to_the_payload() {
 fn cleanup_leaves_no_cgroup_and_a_killed_skiff_is_swept() {
     require_root();
     let env = RunEnv::new();
-    let out = env.sh_clean(&[], "cat /proc/self/cgroup");
+    let out = env.sh_clean(&[], "cat /proc/self/cgroup /proc/self/mountinfo");
     let id = run_id_from_cgroup(&out).expect("the payload's cgroup names the run");
     assert!(
         cgroup_dirs(&id).is_empty(),

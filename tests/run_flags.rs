@@ -391,12 +391,37 @@ fn privileged_and_cap_add_all_as_root() {
     env.assert_no_runs_left();
 }
 
-#[test]
-fn devices_and_the_device_cgroup_as_root() {
-    require_root();
-    let env = busybox_env();
+/// The host's cgroup layout: `(unified, hybrid)` — cgroup2 at /sys/fs/cgroup, or v1
+/// hierarchies with cgroup2 at /sys/fs/cgroup/unified.
+fn cgroup_layout() -> (bool, bool) {
+    let cgroup2 = |p: &str| {
+        nix::sys::statfs::statfs(p)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    };
+    let unified = cgroup2("/sys/fs/cgroup");
+    (unified, !unified && cgroup2("/sys/fs/cgroup/unified"))
+}
+
+/// The device allow-list as root with `limits` (none: libcontainer's v2 manager and skiff's
+/// eBPF device program wherever the host has cgroup2; a limit on a hybrid host: the v1
+/// devices controller).
+fn device_cgroup_checks(env: &RunEnv, limits: &[&str]) {
+    let opts = |more: &[&str]| -> Vec<String> {
+        limits.iter().chain(more).map(|s| (*s).to_owned()).collect()
+    };
+    let sh = |more: &[&str], script: &str| {
+        let o = opts(more);
+        let o: Vec<&str> = o.iter().map(String::as_str).collect();
+        env.sh(&o, script)
+    };
+    let run = |more: &[&str], script: &str| {
+        let mut o = opts(more);
+        o.extend([env.busybox(), "sh".into(), "-c".into(), script.into()]);
+        let o: Vec<&str> = o.iter().map(String::as_str).collect();
+        env.run(&o)
+    };
     // A host device under another name; writing to /dev/full fails with ENOSPC.
-    let out = env.sh(
+    let out = sh(
         &["--device", "/dev/full:/dev/myfull"],
         "test -c /dev/myfull && echo node; { echo x > /dev/myfull; } 2>&1; head -c 3 /dev/myfull | wc -c",
     );
@@ -408,33 +433,55 @@ fn devices_and_the_device_cgroup_as_root() {
     // :r — the device cgroup refuses opening it for writing. (Not /dev/full: docker's standard
     // devices, always allowed rwm, include its numbers.)
     assert!(std::path::Path::new("/dev/loop-control").exists());
-    let (code, out, err) = env.run(&[
-        "--device",
-        "/dev/loop-control:/dev/lc:r",
-        &env.busybox(),
-        "sh",
-        "-c",
+    let (code, out, err) = run(
+        &["--device", "/dev/loop-control:/dev/lc:r"],
         "exec 3</dev/lc && echo read; exec 4>/dev/lc",
-    ]);
+    );
     assert_eq!((code, out.as_str()), (1, "read\n"), "{err}");
     assert!(err.contains("Operation not permitted"), "{err}");
     // A device node made inside (CAP_MKNOD is a default capability) cannot be opened unless
     // the allow-list has it.
-    let (code, out, err) = env.run(&[
-        &env.busybox(),
-        "sh",
-        "-c",
-        "mknod /dev/lc c 10 237 && echo made; exec 3</dev/lc",
-    ]);
+    let (code, out, err) = run(&[], "mknod /dev/lc c 10 237 && echo made; exec 3</dev/lc");
     assert_eq!((code, out.as_str()), (1, "made\n"), "{err}");
     assert!(err.contains("Operation not permitted"), "{err}");
     assert_eq!(
-        env.sh(
+        sh(
             &["--device", "/dev/loop-control"],
             "exec 3</dev/loop-control && echo opened"
         ),
         "opened\n"
     );
+    // The standard devices and a TTY's pts stay usable.
+    assert_eq!(
+        sh(
+            &[],
+            "head -c 1 /dev/urandom | wc -c; echo > /dev/null && echo null"
+        ),
+        "1\nnull\n"
+    );
+    // --privileged: every device (no program, the cgroup allows all).
+    let (code, out, err) = run(
+        &["--privileged"],
+        "mknod /dev/lc c 10 237 && exec 3</dev/lc && echo opened",
+    );
+    assert_eq!((code, out.as_str()), (0, "opened\n"), "{err}");
+}
+
+#[test]
+fn devices_and_the_device_cgroup_as_root() {
+    require_root();
+    let env = busybox_env();
+    let (unified, hybrid) = cgroup_layout();
+    // Without a limit the container's cgroup is on the unified hierarchy (libcontainer's v2
+    // manager; skiff's eBPF program holds the allow-list): its cgroup namespace shows `0::/`
+    // and /sys/fs/cgroup is cgroup2; no v1 hierarchy has a skiff cgroup for it.
+    let view = "grep -c /skiff/ /proc/self/cgroup; grep -x 0::/ /proc/self/cgroup; \
+                test -f /sys/fs/cgroup/cgroup.controllers && echo cgroup2";
+    if unified || hybrid {
+        assert_eq!(env.sh(&[], view), "0\n0::/\ncgroup2\n");
+    }
+    device_cgroup_checks(&env, &[]);
+    env.assert_no_runs_left();
     // Errors name the flag and the cause.
     let img = env.busybox();
     let err = env.refused(&["--device", "/dev/nope", &img, "true"]);
@@ -447,6 +494,27 @@ fn devices_and_the_device_cgroup_as_root() {
     assert!(err.contains("/etc/passwd is not a device node"), "{err}");
     let err = env.refused(&["--device", "/dev/full:/dev/f:rx", &img, "true"]);
     assert!(err.contains("invalid device"), "{err}");
+    env.assert_no_runs_left();
+}
+
+/// With a limit, a hybrid host keeps libcontainer's v1 manager (the controllers are v1
+/// hierarchies there): the devices controller holds the same allow-list.
+#[test]
+fn devices_and_the_device_cgroup_as_root_with_a_limit() {
+    require_root();
+    let env = busybox_env();
+    let (_, hybrid) = cgroup_layout();
+    if hybrid {
+        let out = env.sh(
+            &["--pids-limit", "100"],
+            "cat /proc/self/cgroup; cat /sys/fs/cgroup/pids/pids.max",
+        );
+        assert!(
+            out.contains(":pids:/skiff/skiff-") && out.ends_with("\n100\n"),
+            "{out}"
+        );
+    }
+    device_cgroup_checks(&env, &["--pids-limit", "100"]);
     env.assert_no_runs_left();
 }
 

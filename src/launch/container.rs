@@ -296,8 +296,13 @@ pub(crate) fn sweep(run: &Path, rootless: bool) {
 }
 
 /// The cgroup directories a container `id` may have: `skiff/<id>` in every hierarchy mounted
-/// at /sys/fs/cgroup (the container's cgroups path is `/skiff/<id>`).
+/// at /sys/fs/cgroup (the container's cgroups path is `/skiff/<id>`), the unified one at
+/// /sys/fs/cgroup/unified on a hybrid host included; only `/sys/fs/cgroup/skiff/<id>` where
+/// /sys/fs/cgroup is cgroup2 (a v2 host, or skiff's own mount for libcontainer's v2 manager).
 fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return vec![Path::new("/sys/fs/cgroup/skiff").join(id)];
+    }
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
         .into_iter()
         .flatten()

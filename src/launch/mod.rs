@@ -7,6 +7,7 @@
 //! the caller, which hangs now and then from a multi-threaded one (youki #2425, #3011, #3027).
 
 mod container;
+mod devices_bpf;
 mod init;
 mod resources;
 mod rootfs;
@@ -85,6 +86,9 @@ pub enum RunError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The device allow-list could not be enforced on cgroup v2.
+    #[error(transparent)]
+    Devices(#[from] devices_bpf::DeviceBpfError),
     /// Threads were still running where a launch must be single-threaded.
     #[error(
         "skiff must fork or enter its user namespace from a single-threaded process, and this one \
@@ -305,12 +309,12 @@ pub fn run(
     mut timings: Timings,
 ) -> Result<RunOutcome, RunError> {
     let stop = stop_settings(config, options)?;
-    let prepared = prepare_namespace(store, rootless)?;
+    let prepared = prepare_namespace(store, rootless, options)?;
     let rootfs = assemble_rootfs(store, image, rootless)?;
     timings.mark("mount");
-    let seccomp = build_spec(&rootfs, config, options, prepared.mapping)?;
+    let (seccomp, v2_devices) = build_spec(&rootfs, config, options, prepared.mapping)?;
     timings.mark("spec");
-    let mut container = create_container(&rootfs, options, seccomp)?;
+    let mut container = create_container(&rootfs, options, seccomp, v2_devices)?;
     timings.mark("create");
     let (exit_code, reaped) = match prepared.signals.pending_termination() {
         // Interrupted during set-up: the payload never starts.
@@ -341,8 +345,15 @@ struct Prepared {
 }
 
 /// Waits for a single thread, blocks the forwarded signals, and enters skiff's rootless
-/// namespaces (sweeping dead runs from inside) or, as root, a private mount namespace.
-fn prepare_namespace(store: &Store, rootless: bool) -> Result<Prepared, RunError> {
+/// namespaces (sweeping dead runs from inside) or, as root, a private mount namespace; there,
+/// on a hybrid host and without a limit that needs a v1 controller, cgroup2 is mounted over
+/// /sys/fs/cgroup so that libcontainer uses its v2 manager (one cgroup to create and join
+/// instead of one per v1 hierarchy; the device allow-list is skiff's eBPF program there).
+fn prepare_namespace(
+    store: &Store,
+    rootless: bool,
+    options: &RunOptions,
+) -> Result<Prepared, RunError> {
     wait_single_threaded()?;
     let signals = stdio::Signals::block()?;
     let mapping = if rootless {
@@ -355,6 +366,11 @@ fn prepare_namespace(store: &Store, rootless: bool) -> Result<Prepared, RunError
         Some(mapping)
     } else {
         rootless::private_mounts()?;
+        if !options.limits.needs_cgroup()
+            && crate::host::CgroupLayout::detect() == crate::host::CgroupLayout::Hybrid
+        {
+            rootless::mount_unified()?;
+        }
         None
     };
     Ok(Prepared { signals, mapping })
@@ -453,15 +469,20 @@ fn prepare_mounts(rootfs: &std::path::Path, options: &RunOptions) -> Result<(), 
     Ok(())
 }
 
+/// The device cgroup rules skiff enforces itself with its eBPF program (root on cgroup v2,
+/// not `--privileged`).
+type V2Devices = Option<Vec<oci_spec::runtime::LinuxDeviceCgroup>>;
+
 /// Resolves the user, hostname, argv, environment and working directory, writes the /etc files
 /// and the runtime spec into the run directory (once, the seccomp filter taken out of it for
-/// skiff's executor: what the init loads is returned).
+/// skiff's executor: what the init loads is returned), and the device rules skiff's eBPF
+/// program enforces when libcontainer's v2 manager runs the container as root.
 fn build_spec(
     run: &Assembled,
     config: &RunConfig,
     options: &RunOptions,
     mapping: Option<rootless::IdMapping>,
-) -> Result<Option<seccomp::Loader>, RunError> {
+) -> Result<(Option<seccomp::Loader>, V2Devices), RunError> {
     let rootfs_dir = run.rootfs();
     let user_spec = options
         .user
@@ -531,6 +552,13 @@ fn build_spec(
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.devices().clone());
     resources::apply(&mut oci, &options.limits, ctx.rootless, &ctx.cgroups_path)?;
+    // libcontainer's v2 manager is built without its device program: skiff attaches its own.
+    // --privileged allows every device (no program, as docker); rootless there is no device
+    // cgroup (and the kernel refuses mknod in a user namespace).
+    let v2_devices = (!ctx.rootless
+        && !options.privileged
+        && crate::host::CgroupLayout::detect() == crate::host::CgroupLayout::Unified)
+        .then(|| device_rules.clone().unwrap_or_default());
     if let Some(rules) = device_rules
         && let Some(linux) = oci.linux_mut()
     {
@@ -543,7 +571,7 @@ fn build_spec(
     let config_path = run.dir.join("config.json");
     oci.save(&config_path)
         .map_err(|e| RunError::Launch(format!("writing {}: {e}", config_path.display())))?;
-    Ok(seccomp)
+    Ok((seccomp, v2_devices))
 }
 
 /// A created container, and the TTY's master end with `-t`.
@@ -554,12 +582,14 @@ struct Launched {
 }
 
 /// Sets up stdio (/dev/null without `-i`, a console socket with `-t`) and has libcontainer
-/// create the container from the run directory's spec (the init loading `seccomp`); receives
-/// the TTY.
+/// create the container from the run directory's spec (the init loading `seccomp`); attaches
+/// the device program for `v2_devices` to the container's cgroup (the init waits for start
+/// meanwhile: nothing runs unfiltered); receives the TTY.
 fn create_container(
     run: &Assembled,
     options: &RunOptions,
     seccomp: Option<seccomp::Loader>,
+    v2_devices: V2Devices,
 ) -> Result<Launched, RunError> {
     let mut stdio = container::Stdio::default();
     if !options.interactive && !options.tty {
@@ -596,6 +626,11 @@ fn create_container(
         }
         Err(err) => return Err(err),
     };
+    if let Some(rules) = v2_devices {
+        // Dropped on an error: the container is deleted before it ever started.
+        let cgroup = std::path::Path::new("/sys/fs/cgroup/skiff").join(&run.id);
+        devices_bpf::attach(&cgroup, &rules)?;
+    }
     let pty = match &console {
         Some(listener) => {
             let master = stdio::receive_pty(listener)?;

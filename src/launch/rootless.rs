@@ -203,6 +203,12 @@ fn map_with_helper(
 /// Keeps mounts private to this namespace and mounts cgroup2 on /sys/fs/cgroup.
 fn setup_mounts() -> Result<(), RunError> {
     make_root_slave()?;
+    mount_unified()
+}
+
+/// Mounts cgroup2 on /sys/fs/cgroup (in skiff's own mount namespace), where libcontainer then
+/// picks its v2 manager.
+pub(crate) fn mount_unified() -> Result<(), RunError> {
     nix::mount::mount(
         Some("cgroup2"),
         "/sys/fs/cgroup",

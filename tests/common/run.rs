@@ -270,12 +270,28 @@ pub fn cgroup_dirs(run_id: &str) -> Vec<PathBuf> {
     out
 }
 
-/// The run id in a /proc/self/cgroup printed by the payload (`…/skiff/<id>`).
+/// The run id in a /proc/self/cgroup printed by the payload (`…/skiff/<id>`: a v1 cgroup, or
+/// without a cgroup namespace), else in its /proc/self/mountinfo (the overlay's
+/// `…/runs/<id>/…`: in a cgroup namespace /proc/self/cgroup shows `0::/`).
 pub fn run_id_from_cgroup(text: &str) -> Option<String> {
+    let cgroup_line = |l: &&str| {
+        l.split(':').count() >= 3
+            && l.split(':')
+                .next()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+    };
     text.lines()
+        .filter(|l| cgroup_line(l))
         .filter_map(|l| l.split_once("/skiff/"))
         .map(|(_, id)| id.trim().to_owned())
         .next()
+        .or_else(|| {
+            text.split("/runs/")
+                .skip(1)
+                .filter_map(|rest| rest.split('/').next())
+                .find(|id| id.starts_with("skiff-"))
+                .map(str::to_owned)
+        })
 }
 
 /// skiff's cgroup directories on this host (`/sys/fs/cgroup[/<controller>]/skiff/<id>`).
