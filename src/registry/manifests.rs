@@ -20,6 +20,28 @@ pub struct FetchedManifest {
     pub parsed: Fetched,
 }
 
+impl FetchedManifest {
+    /// Parses verified manifest bytes (checked by `image::parse`) into a fetched manifest;
+    /// `name` names the image in an error.
+    pub(crate) fn parse(
+        bytes: Vec<u8>,
+        digest: Digest,
+        content_type: Option<&str>,
+        name: impl FnOnce() -> String,
+    ) -> Result<Self, RegistryError> {
+        let parsed =
+            image::parse(&bytes, content_type).map_err(|source| RegistryError::Manifest {
+                reference: name(),
+                source,
+            })?;
+        Ok(Self {
+            bytes,
+            digest,
+            parsed,
+        })
+    }
+}
+
 impl RegistryClient {
     /// Fetches a manifest or index by tag or digest, trying mirrors first, verifying the digest.
     pub async fn manifest(
@@ -86,16 +108,8 @@ impl RegistryClient {
                 actual: digest,
             });
         }
-        let parsed = image::parse(&bytes, content_type.as_deref()).map_err(|source| {
-            RegistryError::Manifest {
-                reference: format!("{registry}/{repository}:{reference}"),
-                source,
-            }
-        })?;
-        Ok(FetchedManifest {
-            bytes,
-            digest,
-            parsed,
+        FetchedManifest::parse(bytes, digest, content_type.as_deref(), || {
+            format!("{registry}/{repository}:{reference}")
         })
     }
 }

@@ -9,7 +9,6 @@ use tokio::sync::mpsc;
 
 use super::{FetchedManifest, Registry, RegistryError};
 use crate::Digest;
-use crate::image;
 
 /// What a blob request gets.
 #[derive(Debug, Clone)]
@@ -138,16 +137,8 @@ impl Registry for MemoryRegistry {
             });
         };
         let digest = Digest::of(&bytes);
-        let parsed = image::parse(&bytes, content_type.as_deref()).map_err(|source| {
-            RegistryError::Manifest {
-                reference: format!("{registry}/{repository}:{reference}"),
-                source,
-            }
-        })?;
-        Ok(FetchedManifest {
-            bytes,
-            digest,
-            parsed,
+        FetchedManifest::parse(bytes, digest, content_type.as_deref(), || {
+            format!("{registry}/{repository}:{reference}")
         })
     }
 
