@@ -1,10 +1,7 @@
 //! Blobs: a small one (a config) fetched whole and checked, a large one (a layer) streamed
 //! into a channel, resumed with a Range request after a broken or stalled connection.
 
-use std::time::Duration;
-
 use bytes::Bytes;
-use futures_util::StreamExt;
 use reqwest::header::RANGE;
 use reqwest::{Response, StatusCode};
 use tokio::sync::mpsc;
@@ -12,8 +9,8 @@ use tokio::sync::mpsc;
 use super::client::RegistryClient;
 use super::errors::{RegistryError, check_status};
 use super::retry::backoff;
+use super::transport::Next;
 use crate::Digest;
-use crate::error_chain;
 
 impl RegistryClient {
     /// Fetches a small blob (a config) whole, verifying its digest and size.
@@ -93,9 +90,7 @@ impl RegistryClient {
         let mut failures = 0u32;
         loop {
             let resp = fetch.request_from_offset().await?;
-            let end = fetch
-                .stream_into_sink(resp, &sink, &progress, policy.stall_timeout)
-                .await?;
+            let end = fetch.stream_into_sink(resp, &sink, &progress).await?;
             let reason = match (end, size) {
                 (StreamEnd::SinkClosed, _) => return Ok(()),
                 (_, Some(size)) if fetch.offset == size => return Ok(()),
@@ -190,14 +185,15 @@ impl BlobFetch<'_> {
     }
 
     /// Copies the body into `sink`, chunk by chunk, advancing the offset; a stream silent for
-    /// `stall_timeout` counts as broken. More than the limit or the announced size is an error.
+    /// the stall timeout, or slower than the minimum speed, counts as broken. More than the
+    /// limit or the announced size is an error.
     async fn stream_into_sink(
         &mut self,
         resp: Response,
         sink: &mpsc::Sender<Bytes>,
         progress: &impl Fn(u64),
-        stall_timeout: Duration,
     ) -> Result<StreamEnd, RegistryError> {
+        let mut pace = self.client.pace();
         // A server that ignores Range restarts from 0: skip what we already have.
         let mut skip = if self.offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
             self.offset
@@ -206,11 +202,10 @@ impl BlobFetch<'_> {
         };
         let mut stream = resp.bytes_stream();
         loop {
-            let mut chunk = match tokio::time::timeout(stall_timeout, stream.next()).await {
-                Err(_) => return Ok(StreamEnd::Broken(format!("no data for {stall_timeout:?}"))),
-                Ok(None) => return Ok(StreamEnd::Ended),
-                Ok(Some(Err(e))) => return Ok(StreamEnd::Broken(error_chain(&e))),
-                Ok(Some(Ok(chunk))) => chunk,
+            let mut chunk = match pace.next(&mut stream).await {
+                Next::Broken(reason) => return Ok(StreamEnd::Broken(reason)),
+                Next::End => return Ok(StreamEnd::Ended),
+                Next::Chunk(chunk) => chunk,
             };
             if skip > 0 {
                 let n = (skip as usize).min(chunk.len());

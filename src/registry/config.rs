@@ -5,6 +5,7 @@
 //! max_concurrent_downloads = 6
 //! retries = 5
 //! stall_timeout_secs = 30
+//! min_speed_bytes_per_sec = 1024
 //! certs_dirs = ["/etc/docker/certs.d", "/etc/containers/certs.d"]
 //!
 //! [[registry]]
@@ -75,6 +76,10 @@ pub struct Config {
     /// Seconds without data after which a blob download is restarted with a Range request.
     #[serde(default = "default_stall")]
     pub stall_timeout_secs: u64,
+    /// Slowest a response body may come, in bytes per second, measured over each window of
+    /// `stall_timeout_secs` (a trickle of one byte every few seconds never stalls); 0 disables.
+    #[serde(default = "default_min_speed")]
+    pub min_speed_bytes_per_sec: u64,
     /// Per-registry settings.
     #[serde(default, rename = "registry")]
     pub registries: Vec<RegistryEntry>,
@@ -86,6 +91,10 @@ fn default_retries() -> u32 {
 
 fn default_stall() -> u64 {
     30
+}
+
+fn default_min_speed() -> u64 {
+    1024
 }
 
 fn default_concurrency() -> usize {
@@ -111,6 +120,7 @@ impl Default for Config {
             certs_dirs: default_certs_dirs(),
             retries: default_retries(),
             stall_timeout_secs: default_stall(),
+            min_speed_bytes_per_sec: default_min_speed(),
             registries: Vec::new(),
         }
     }

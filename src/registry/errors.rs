@@ -100,6 +100,24 @@ pub enum RegistryError {
         /// What went wrong.
         reason: String,
     },
+    /// A response body broke off, stalled or came too slowly.
+    #[error("reading {what} from {registry}: {reason}")]
+    Body {
+        /// What was being read.
+        what: String,
+        /// host[:port].
+        registry: String,
+        /// How it ended.
+        reason: String,
+    },
+    /// Redirects went on past the limit: a loop, or a misconfigured registry.
+    #[error("{url}: more than {limit} redirects (a redirect loop?); not retried")]
+    TooManyRedirects {
+        /// The URL first asked for.
+        url: String,
+        /// The most redirects followed.
+        limit: usize,
+    },
     /// Credentials could not be read.
     #[error(transparent)]
     Credentials(#[from] CredentialError),
@@ -125,6 +143,8 @@ impl RegistryError {
                 | Self::Unreachable { .. }
                 | Self::Unresolvable { .. }
                 | Self::Status { .. }
+                | Self::Body { .. }
+                | Self::TooManyRedirects { .. }
         )
     }
 }

@@ -97,8 +97,13 @@ impl RegistryClient {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| Digest::parse(v).ok());
-        let bytes =
-            read_limited(resp, MAX_MANIFEST_BYTES, &format!("manifest {reference}")).await?;
+        let bytes = read_limited(
+            resp,
+            MAX_MANIFEST_BYTES,
+            &format!("manifest {reference}"),
+            self.pace(),
+        )
+        .await?;
         let digest = Digest::of(&bytes);
         let expected = Digest::parse(reference).ok().or(header_digest);
         if let Some(expected) = expected.filter(|e| *e != digest) {

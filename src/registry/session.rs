@@ -15,6 +15,9 @@ use super::errors::RegistryError;
 use super::transport::{Endpoint, read_limited};
 use crate::error_chain;
 
+/// The most a token endpoint's answer may be.
+pub(super) const MAX_TOKEN_RESPONSE_BYTES: u64 = 1 << 20;
+
 /// What a challenge was answered with.
 #[derive(Debug, Clone)]
 pub(super) enum AuthState {
@@ -161,9 +164,14 @@ impl RegistryClient {
             }
             s => return Err(fail(format!("token endpoint {realm} answered {s}"))),
         }
-        let body = read_limited(resp, 1 << 20, "token response")
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let body = read_limited(
+            resp,
+            MAX_TOKEN_RESPONSE_BYTES,
+            "token response",
+            self.pace(),
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
         let v: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| fail(format!("token response is not JSON: {e}")))?;
         let token = v

@@ -2,14 +2,18 @@
 //! where the configuration allows it and HTTPS fails), one reqwest client per host.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use reqwest::Response;
 
 use super::client::RegistryClient;
 use super::errors::{RegistryError, is_certificate_error, is_dns_error, unresolvable, untrusted};
 use crate::error_chain;
+
+/// The most redirects one request follows (then it fails, not retried).
+pub(super) const MAX_REDIRECTS: usize = 10;
 
 /// How to reach one host: its base URL and the client trusting its CAs.
 #[derive(Debug, Clone)]
@@ -26,7 +30,7 @@ impl RegistryClient {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(10));
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS));
         let mut cas = Vec::new();
         for dir in &self.inner.config.certs_dirs {
             let host_dir = dir.join(host);
@@ -111,10 +115,81 @@ impl RegistryClient {
     }
 }
 
+/// Guards one response body against a stall and against a trickle: no chunk for `stall` is a
+/// stall; fewer than `min_speed × stall` bytes in a window of `stall` is too slow (a slowloris
+/// sending a byte every few seconds never stalls).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pace {
+    stall: Duration,
+    min_speed: u64,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+/// What the next read of a paced body gave.
+pub(super) enum Next {
+    /// A chunk of the body.
+    Chunk(Bytes),
+    /// The body ended.
+    End,
+    /// The connection broke, stalled or was too slow: why.
+    Broken(String),
+}
+
+impl Pace {
+    pub(super) fn new(stall: Duration, min_speed: u64) -> Self {
+        Self {
+            stall,
+            min_speed,
+            window_start: Instant::now(),
+            window_bytes: 0,
+        }
+    }
+
+    /// The next chunk of `stream`, within the stall timeout and the minimum speed.
+    pub(super) async fn next(
+        &mut self,
+        stream: &mut (impl Stream<Item = reqwest::Result<Bytes>> + Unpin),
+    ) -> Next {
+        let chunk = match tokio::time::timeout(self.stall, stream.next()).await {
+            Err(_) => return Next::Broken(format!("no data for {:?}", self.stall)),
+            Ok(None) => return Next::End,
+            Ok(Some(Err(e))) => return Next::Broken(error_chain(&e)),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        self.window_bytes += chunk.len() as u64;
+        if self.window_start.elapsed() >= self.stall {
+            let least = self.min_speed.saturating_mul(self.stall.as_secs().max(1));
+            if self.window_bytes < least {
+                return Next::Broken(format!(
+                    "{} bytes in {:?}, slower than the {} bytes/s allowed (min_speed_bytes_per_sec)",
+                    self.window_bytes, self.stall, self.min_speed
+                ));
+            }
+            self.window_start = Instant::now();
+            self.window_bytes = 0;
+        }
+        Next::Chunk(chunk)
+    }
+}
+
+impl RegistryClient {
+    /// A fresh pace for one response body, from the policy and the configuration.
+    pub(super) fn pace(&self) -> Pace {
+        Pace::new(
+            self.inner.policy.stall_timeout,
+            self.inner.config.min_speed_bytes_per_sec,
+        )
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes (more is refused as soon as it shows, by
+/// `Content-Length` or by count), paced by `pace`.
 pub(super) async fn read_limited(
     resp: Response,
     limit: u64,
     what: &str,
+    mut pace: Pace,
 ) -> Result<Vec<u8>, RegistryError> {
     let too_large = || RegistryError::TooLarge {
         what: what.to_owned(),
@@ -123,18 +198,31 @@ pub(super) async fn read_limited(
     if resp.content_length().is_some_and(|l| l > limit) {
         return Err(too_large());
     }
-    let host = resp.url().host_str().unwrap_or_default().to_owned();
+    let host = resp
+        .url()
+        .host_str()
+        .map(|h| match resp.url().port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_owned(),
+        })
+        .unwrap_or_default();
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::Unreachable {
-            registry: host.clone(),
-            reason: error_chain(&e),
-        })?;
+    loop {
+        let chunk = match pace.next(&mut stream).await {
+            Next::Chunk(chunk) => chunk,
+            Next::End => return Ok(out),
+            Next::Broken(reason) => {
+                return Err(RegistryError::Body {
+                    what: what.to_owned(),
+                    registry: host,
+                    reason,
+                });
+            }
+        };
         if out.len() as u64 + chunk.len() as u64 > limit {
             return Err(too_large());
         }
         out.extend_from_slice(&chunk);
     }
-    Ok(out)
 }

@@ -74,6 +74,57 @@ pub enum Fault {
         /// How many matching requests are faulted.
         times: usize,
     },
+    /// Like `Corrupt`, but only on requests with a `Range` header (a resumed download): the
+    /// first request is served intact, the resumed one with a flipped byte.
+    CorruptRanged {
+        /// Substring of the request path (with query) to match.
+        path_contains: String,
+        /// Offset in the (partial) body of the byte to flip.
+        offset: u64,
+        /// How many matching ranged requests are faulted.
+        times: usize,
+    },
+    /// Announces `Content-Length` as the real length plus `delta` and sends the whole real
+    /// body. More than sent (`delta > 0`): the connection then stays open, the client waits for
+    /// bytes that never come. Fewer (`delta < 0`): the surplus follows, then the proxy closes.
+    LyingLength {
+        /// Substring of the request path (with query) to match.
+        path_contains: String,
+        /// Announced minus real length.
+        delta: i64,
+        /// How many matching requests are faulted.
+        times: usize,
+    },
+    /// Slowloris: sends the response one byte every `interval` (from its first byte when
+    /// `in_head`, else the head at once and then the body), until it ends or the client leaves.
+    Trickle {
+        /// Substring of the request path (with query) to match.
+        path_contains: String,
+        /// Time between two bytes.
+        interval: Duration,
+        /// Whether the head trickles too.
+        in_head: bool,
+        /// How many matching requests are faulted.
+        times: usize,
+    },
+    /// Answers 200 without `Content-Length` and an endless body of zeros, as fast as the client
+    /// reads, without contacting the registry.
+    Endless {
+        /// Substring of the request path (with query) to match.
+        path_contains: String,
+        /// How many matching requests are faulted.
+        times: usize,
+    },
+    /// Answers 200 with one `X-Filler` header of `bytes` bytes (then an empty body), without
+    /// contacting the registry.
+    HugeHeader {
+        /// Substring of the request path (with query) to match.
+        path_contains: String,
+        /// Length of the header's value.
+        bytes: u64,
+        /// How many matching requests are faulted.
+        times: usize,
+    },
 }
 
 impl Fault {
@@ -83,7 +134,12 @@ impl Fault {
             | Fault::Status { path_contains, .. }
             | Fault::Stall { path_contains, .. }
             | Fault::Redirect { path_contains, .. }
-            | Fault::Corrupt { path_contains, .. } => path_contains,
+            | Fault::Corrupt { path_contains, .. }
+            | Fault::CorruptRanged { path_contains, .. }
+            | Fault::LyingLength { path_contains, .. }
+            | Fault::Trickle { path_contains, .. }
+            | Fault::Endless { path_contains, .. }
+            | Fault::HugeHeader { path_contains, .. } => path_contains,
         }
     }
 
@@ -93,7 +149,12 @@ impl Fault {
             | Fault::Status { times, .. }
             | Fault::Stall { times, .. }
             | Fault::Redirect { times, .. }
-            | Fault::Corrupt { times, .. } => *times,
+            | Fault::Corrupt { times, .. }
+            | Fault::CorruptRanged { times, .. }
+            | Fault::LyingLength { times, .. }
+            | Fault::Trickle { times, .. }
+            | Fault::Endless { times, .. }
+            | Fault::HugeHeader { times, .. } => *times,
         }
     }
 
@@ -104,7 +165,18 @@ impl Fault {
             Fault::Stall { .. } => "Stall",
             Fault::Redirect { .. } => "Redirect",
             Fault::Corrupt { .. } => "Corrupt",
+            Fault::CorruptRanged { .. } => "CorruptRanged",
+            Fault::LyingLength { .. } => "LyingLength",
+            Fault::Trickle { .. } => "Trickle",
+            Fault::Endless { .. } => "Endless",
+            Fault::HugeHeader { .. } => "HugeHeader",
         }
+    }
+
+    /// Whether it applies to a request (`ranged`: the request carries a `Range` header).
+    fn applies(&self, path: &str, ranged: bool) -> bool {
+        path.contains(self.path_contains())
+            && (ranged || !matches!(self, Fault::CorruptRanged { .. }))
     }
 }
 
@@ -119,10 +191,12 @@ pub struct RequestLog {
     pub range: Option<String>,
     /// The status the proxy sent to the client (502 when the registry could not be reached).
     pub status: u16,
-    /// The fault applied (`DropAfter`, `Status`, `Stall`, `Redirect`, `Corrupt`), if any.
+    /// The fault applied (`DropAfter`, `Status`, `Stall`, `Redirect`, `Corrupt`, …), if any.
     pub fault: Option<&'static str>,
     /// Whether the request carried an `Authorization` header.
     pub authorization: bool,
+    /// The scheme of its `Authorization` header (`Basic`, `Bearer`), when sent.
+    pub auth_scheme: Option<String>,
 }
 
 struct Shared {
@@ -142,11 +216,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     /// The first fault that matches `path` and has not been used up; counts the use.
-    fn take_fault(&self, path: &str) -> Option<Fault> {
+    fn take_fault(&self, path: &str, ranged: bool) -> Option<Fault> {
         let mut faults = lock(&self.faults);
         let (fault, used) = faults
             .iter_mut()
-            .find(|(f, used)| path.contains(f.path_contains()) && *used < f.times())?;
+            .find(|(f, used)| f.applies(path, ranged) && *used < f.times())?;
         *used += 1;
         Some(fault.clone())
     }
@@ -389,7 +463,7 @@ fn serve_client(shared: &Shared, client: &TcpStream) -> Result<()> {
                 .get("connection")
                 .is_some_and(|v| v.eq_ignore_ascii_case("close"));
 
-        let fault = shared.take_fault(&path);
+        let fault = shared.take_fault(&path, head.get("range").is_some());
         let keep_going = handle(shared, &mut writer, &method, &path, &head, &body, fault)?;
         if close || !keep_going {
             return Ok(());
@@ -413,6 +487,10 @@ fn log(
         status,
         fault,
         authorization: head.get("authorization").is_some(),
+        auth_scheme: head
+            .get("authorization")
+            .and_then(|v| v.split_whitespace().next())
+            .map(str::to_owned),
     });
 }
 
@@ -504,6 +582,33 @@ fn handle(
         return Ok(true);
     }
 
+    if let Some(Fault::Endless { .. }) = &fault {
+        log(shared, method, path, head, 200, name);
+        writer.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+              Connection: close\r\n\r\n",
+        )?;
+        let filler = vec![0u8; 64 * 1024];
+        while !shared.shutdown.load(Ordering::SeqCst) {
+            writer.write_all(&filler)?;
+        }
+        return Ok(false);
+    }
+    if let Some(Fault::HugeHeader { bytes, .. }) = &fault {
+        log(shared, method, path, head, 200, name);
+        writer.write_all(b"HTTP/1.1 200 OK\r\nX-Filler: ")?;
+        let filler = vec![b'a'; 64 * 1024];
+        let mut left = *bytes;
+        while left > 0 && !shared.shutdown.load(Ordering::SeqCst) {
+            let n = usize::try_from(left.min(filler.len() as u64)).unwrap_or(filler.len());
+            writer.write_all(&filler[..n])?;
+            left -= n as u64;
+        }
+        writer.write_all(b"\r\nContent-Length: 0\r\n\r\n")?;
+        writer.flush()?;
+        return Ok(false);
+    }
+
     let upstream = match forward(shared, head, body) {
         Ok(upstream) => upstream,
         Err(err) => {
@@ -539,16 +644,45 @@ fn handle(
         buffered = Some(whole);
         len
     };
+    let lie = match &fault {
+        Some(Fault::LyingLength { delta, .. }) if !no_body => Some(*delta),
+        _ => None,
+    };
     let mut extra = Vec::new();
-    if buffered.is_some() {
+    if let Some(delta) = lie {
+        let announced = i64::try_from(length)
+            .unwrap_or(i64::MAX)
+            .saturating_add(delta);
+        extra.push(("Content-Length", announced.max(0).to_string()));
+    } else if buffered.is_some() {
         extra.push(("Content-Length", length.to_string()));
     }
     let mut hop_by_hop = vec!["connection", "keep-alive", "transfer-encoding"];
-    if buffered.is_some() {
+    if buffered.is_some() || lie.is_some() {
         hop_by_hop.push("content-length");
     }
     let out_head = response.serialize(&hop_by_hop, &extra);
     log(shared, method, path, head, status, name);
+    if let Some(Fault::Trickle {
+        interval, in_head, ..
+    }) = &fault
+    {
+        let source: &mut dyn Read = match &mut buffered {
+            Some(whole) => &mut std::io::Cursor::new(std::mem::take(whole)),
+            None => &mut reader,
+        };
+        let head_bytes: &[u8] = if *in_head { &out_head } else { &[] };
+        if !*in_head {
+            writer.write_all(&out_head)?;
+        }
+        trickle(
+            shared,
+            head_bytes.chain(source.take(length)),
+            writer,
+            *interval,
+        )?;
+        return Ok(false);
+    }
     writer.write_all(&out_head)?;
 
     let source: &mut dyn Read = match &mut buffered {
@@ -559,7 +693,9 @@ fn handle(
         Some(Fault::DropAfter { bytes, .. }) | Some(Fault::Stall { bytes, .. }) => {
             (Some(*bytes), None)
         }
-        Some(Fault::Corrupt { offset, .. }) => (None, Some(*offset)),
+        Some(Fault::Corrupt { offset, .. }) | Some(Fault::CorruptRanged { offset, .. }) => {
+            (None, Some(*offset))
+        }
         _ => (None, None),
     };
     let to_send = cut.map_or(length, |c| c.min(length));
@@ -571,8 +707,30 @@ fn handle(
             shared.sleep(*stall);
             Ok(false)
         }
+        // The client waits for the missing bytes, then hangs up: the next read sees EOF.
+        Some(Fault::LyingLength { delta, .. }) => Ok(*delta > 0),
         _ => Ok(true),
     }
+}
+
+/// Sends `source` one byte every `interval`, until it ends, the client leaves or the proxy
+/// stops.
+fn trickle(
+    shared: &Shared,
+    mut source: impl Read,
+    writer: &mut TcpStream,
+    interval: Duration,
+) -> Result<()> {
+    let mut byte = [0u8; 1];
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        if source.read(&mut byte)? == 0 {
+            break;
+        }
+        writer.write_all(&byte)?;
+        writer.flush()?;
+        shared.sleep(interval);
+    }
+    Ok(())
 }
 
 /// Sends the request upstream on a fresh connection; returns the response head and a reader
