@@ -150,6 +150,7 @@ fn endless_and_trickling_bodies_are_cut() {
     // An endless manifest stops at the 4 MiB limit.
     let (_r, _image, proxy, name) = setup(vec![Fault::Endless {
         path_contains: "/manifests/".into(),
+        status: 200,
         times: 100,
     }]);
     let env = Env::with_config(FAST);
@@ -160,11 +161,22 @@ fn endless_and_trickling_bodies_are_cut() {
     );
     assert_eq!(gets(&proxy, "/manifests/").len(), 1);
 
+    // An endless error body: only its first 64 KiB are read, for the message.
+    let (_r, _image, proxy, name) = setup(vec![Fault::Endless {
+        path_contains: "/manifests/".into(),
+        status: 500,
+        times: 100,
+    }]);
+    let env = Env::with_config(FAST);
+    pull_fails(&env, &name, &["/manifests/1", "registry answered 500"]);
+    assert_eq!(gets(&proxy, "/manifests/").len(), 2);
+
     // An endless blob (zeros: an empty tar, then more) stops at the size its manifest announced.
     let (_r, image, proxy, name) = setup(vec![]);
     let digest = image.layers[0].blob.digest.to_string();
     proxy.add_fault(Fault::Endless {
         path_contains: digest.clone(),
+        status: 200,
         times: 100,
     });
     let env = Env::with_config(FAST);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::{Response, StatusCode};
 
 use super::credentials::CredentialError;
+use super::transport::{MAX_ERROR_BODY_BYTES, Pace, read_prefix};
 use crate::Digest;
 use crate::error_chain;
 use crate::image::ManifestError;
@@ -240,8 +241,10 @@ pub(super) async fn check_status(
         }),
         status => {
             let url = resp.url().to_string();
-            let body = resp.text().await.unwrap_or_default();
-            let body: String = body.chars().take(300).collect();
+            // A hostile body may be endless: read its start only, paced like any other.
+            let pace = Pace::new(Duration::from_secs(10), 1024);
+            let body = read_prefix(resp, MAX_ERROR_BODY_BYTES, pace).await;
+            let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
             // distribution answers 404-worthy conditions (MANIFEST_UNKNOWN, NAME_UNKNOWN) in the body.
             if body.contains("MANIFEST_UNKNOWN")
                 || body.contains("NAME_UNKNOWN")

@@ -226,3 +226,22 @@ pub(super) async fn read_limited(
         out.extend_from_slice(&chunk);
     }
 }
+
+/// The most of an error response's body read (for its message); the rest is never read.
+pub(super) const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
+
+/// The first `limit` bytes of a body (less when it ends, breaks, stalls or trickles first).
+pub(super) async fn read_prefix(resp: Response, limit: usize, mut pace: Pace) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while out.len() < limit {
+        match pace.next(&mut stream).await {
+            Next::Chunk(chunk) => {
+                let n = chunk.len().min(limit - out.len());
+                out.extend_from_slice(&chunk[..n]);
+            }
+            Next::End | Next::Broken(_) => break,
+        }
+    }
+    out
+}

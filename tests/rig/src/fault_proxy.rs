@@ -107,11 +107,13 @@ pub enum Fault {
         /// How many matching requests are faulted.
         times: usize,
     },
-    /// Answers 200 without `Content-Length` and an endless body of zeros, as fast as the client
-    /// reads, without contacting the registry.
+    /// Answers `status` without `Content-Length` and an endless body of zeros, as fast as the
+    /// client reads, without contacting the registry.
     Endless {
         /// Substring of the request path (with query) to match.
         path_contains: String,
+        /// The status, e.g. 200, or 500 for an endless error body.
+        status: u16,
         /// How many matching requests are faulted.
         times: usize,
     },
@@ -582,11 +584,15 @@ fn handle(
         return Ok(true);
     }
 
-    if let Some(Fault::Endless { .. }) = &fault {
-        log(shared, method, path, head, 200, name);
+    if let Some(Fault::Endless { status, .. }) = &fault {
+        log(shared, method, path, head, *status, name);
         writer.write_all(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
-              Connection: close\r\n\r\n",
+            format!(
+                "HTTP/1.1 {status} {}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                 Connection: close\r\n\r\n",
+                reason(*status)
+            )
+            .as_bytes(),
         )?;
         let filler = vec![0u8; 64 * 1024];
         while !shared.shutdown.load(Ordering::SeqCst) {
