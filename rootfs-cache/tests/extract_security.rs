@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -141,6 +141,17 @@ impl Rig {
     /// committed and the victim is untouched; returns the extraction error.
     fn refused(&self, entries: &[Entry], entry: &str) -> ExtractError {
         let (_, result) = self.commit(entries);
+        self.check_refused(result, entry)
+    }
+
+    /// [`Rig::refused`] for a layer written byte by byte.
+    fn refused_tar(&self, tar: &[u8], entry: &str) -> ExtractError {
+        let layer = Layer::from_tar(tar, Compression::Gzip, skiff_test_rig::Format::Oci).unwrap();
+        let result = try_commit(&self.store, &layer);
+        self.check_refused(result, entry)
+    }
+
+    fn check_refused(&self, result: Result<LayerOutcome, StoreError>, entry: &str) -> ExtractError {
         let err = result.unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains(&format!("{entry:?}")), "{msg}");
@@ -759,4 +770,366 @@ fn pax_size_cannot_smuggle_content_past_the_byte_limit() {
         "{err}"
     );
     assert!(!dest.join("big").exists());
+}
+
+// ---- long names, PAX headers, xattrs: bounded before they are read ----
+
+/// A header block of `kind` named `name` whose size field says `size` (base-256 when large).
+fn raw_header(name: &str, kind: tar::EntryType, size: u64) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_size(size);
+    header.set_cksum();
+    header.as_bytes().to_vec()
+}
+
+/// Counts the bytes read through it.
+struct Counted<'a, R>(R, &'a std::cell::Cell<u64>);
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.set(self.1.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Extracts `prefix` then as many bytes as its last header claims (generated, never held):
+/// the refusal must come from the header, having read only a few KiB. Returns the error.
+fn refused_from_header(prefix: &[u8], claimed: u64) -> ExtractError {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("fs");
+    std::fs::create_dir(&dest).unwrap();
+    let read = std::cell::Cell::new(0);
+    let stream = Counted(
+        Cursor::new(prefix).chain(Read::take(std::io::repeat(b'a'), claimed)),
+        &read,
+    );
+    let err = extract::extract(stream, &dest, &ExtractOptions::for_current_user()).unwrap_err();
+    assert!(
+        read.get() <= prefix.len() as u64 + 8192,
+        "read {} bytes before refusing: {err}",
+        read.get()
+    );
+    err
+}
+
+#[track_caller]
+fn assert_limit(err: &ExtractError, want_path: &str, want_what: &str, want_limit: u64) {
+    match err {
+        ExtractError::Limit { path, what, limit } => {
+            assert_eq!((path.as_str(), *limit), (want_path, want_limit), "{err}");
+            assert!(what.contains(want_what), "{err}");
+            assert!(err.to_string().contains(&want_limit.to_string()), "{err}");
+        }
+        other => panic!("expected a limit, got {other}"),
+    }
+}
+
+#[test]
+fn gnu_long_name_claiming_a_gib_is_refused_from_its_header() {
+    let mut tar = skiff_test_rig::entry::tar(&[Entry::file("before", "x")]).unwrap();
+    tar.truncate(tar.len() - 1024); // no end-of-archive blocks
+    tar.extend(raw_header(
+        "././@LongLink",
+        tar::EntryType::GNULongName,
+        1 << 30,
+    ));
+    let err = refused_from_header(&tar, 1 << 30);
+    assert_limit(
+        &err,
+        "././@LongLink",
+        "GNU long name",
+        extract::MAX_LONG_NAME,
+    );
+
+    // Through the store (the layer carries a few KiB of the name): nothing committed.
+    tar.extend(vec![b'a'; 8192]);
+    let err = Rig::new().refused_tar(&tar, "././@LongLink");
+    assert_limit(
+        &err,
+        "././@LongLink",
+        "GNU long name",
+        extract::MAX_LONG_NAME,
+    );
+}
+
+#[test]
+fn gnu_long_link_name_with_a_base256_size_is_refused_from_its_header() {
+    let header = raw_header("././@LongLink", tar::EntryType::GNULongLink, 1 << 40);
+    assert_eq!(header[124] & 0x80, 0x80, "a base-256 size field");
+    let err = refused_from_header(&header, 1 << 40);
+    assert_limit(&err, "././@LongLink", "link name", extract::MAX_LONG_NAME);
+}
+
+#[test]
+fn pax_header_claiming_100_mib_is_refused_from_its_header() {
+    for kind in [tar::EntryType::XHeader, tar::EntryType::XGlobalHeader] {
+        let header = raw_header("PaxHeaders.0/big", kind, 100 << 20);
+        let err = refused_from_header(&header, 100 << 20);
+        assert_limit(
+            &err,
+            "PaxHeaders.0/big",
+            "PAX extended header",
+            extract::MAX_PAX_HEADER,
+        );
+    }
+    let mut tar = raw_header("PaxHeaders.0/big", tar::EntryType::XHeader, 100 << 20);
+    tar.extend(vec![b'a'; 8192]);
+    let err = Rig::new().refused_tar(&tar, "PaxHeaders.0/big");
+    assert!(matches!(err, ExtractError::Limit { .. }), "{err}");
+}
+
+#[test]
+fn huge_xattrs_are_refused() {
+    // One value over XATTR_SIZE_MAX (its PAX header is well under 1 MiB).
+    let rig = Rig::new();
+    let err = rig.refused(
+        &[Entry::file("f", "x").xattr("user.big", vec![b'v'; 65 << 10])],
+        "f",
+    );
+    assert_limit(&err, "f", "xattr value", extract::MAX_XATTR_VALUE);
+    // Each value at the bound, over 1 MiB together: the PAX header carrying them is refused.
+    let mut many = Entry::file("g", "x");
+    for i in 0..17 {
+        many = many.xattr(format!("user.x{i}"), vec![b'v'; 64 << 10]);
+    }
+    // tar-rs writes PAX headers without a name.
+    let err = rig.refused(&[many], "(unnamed PAX extended header)");
+    assert_limit(
+        &err,
+        "(unnamed PAX extended header)",
+        "PAX extended header",
+        extract::MAX_PAX_HEADER,
+    );
+}
+
+/// A path of `len` bytes in components of at most 100, and its directories.
+fn long_path_entries(len: usize) -> (String, Vec<String>) {
+    let mut path = String::new();
+    let mut dirs = Vec::new();
+    while path.len() + 101 < len {
+        path.push_str(&"d".repeat(99));
+        path.push('/');
+        dirs.push(path.clone());
+    }
+    path.push_str(&"f".repeat(len - path.len()));
+    (path, dirs)
+}
+
+#[test]
+fn long_names_and_pax_headers_within_the_bounds_extract() {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut expect = Vec::new();
+    for len in [200, 4000, 4096] {
+        let (path, dirs) = long_path_entries(len);
+        for d in dirs {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            builder
+                .append_data(&mut header, &d, std::io::empty())
+                .unwrap();
+        }
+        // GNU long name (`L`) for the file, GNU long link name (`K`) for a symlink to it.
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(3);
+        builder
+            .append_data(&mut header, &path, b"abc".as_slice())
+            .unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_mode(0o777);
+        header.set_size(0);
+        // A symlink's target is at most PATH_MAX with its NUL.
+        let link = (len < 4096).then(|| format!("link{len}"));
+        if let Some(link) = &link {
+            builder.append_link(&mut header, link, &path).unwrap();
+        }
+        expect.push((path, link));
+    }
+    let mut tar = builder.into_inner().unwrap();
+    let long_names = tar
+        .chunks(512)
+        .filter(|b| b.starts_with(b"././@LongLink"))
+        .count();
+    assert!(long_names >= 5, "GNU long names and link names written");
+    // And a PAX header near its bound: xattrs (where this user may set them) and a path.
+    tar.truncate(tar.len() - 1024);
+    let (pax_path, pax_dirs) = long_path_entries(3000);
+    let mut pax: Vec<Entry> = pax_dirs.iter().map(Entry::dir).collect();
+    pax.push(
+        Entry::file(pax_path.clone(), "pax")
+            .xattr("user.a", vec![b'v'; 64 << 10])
+            .xattr("user.b", vec![b'w'; 64 << 10]),
+    );
+    tar.extend(skiff_test_rig::entry::tar(&pax).unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("fs");
+    std::fs::create_dir(&dest).unwrap();
+    extract::extract(
+        Cursor::new(&tar),
+        &dest,
+        &ExtractOptions::for_current_user(),
+    )
+    .unwrap();
+    for (path, link) in &expect {
+        assert_eq!(read_deep(&dest, path), b"abc");
+        if let Some(link) = link {
+            assert_eq!(
+                std::fs::read_link(dest.join(link)).unwrap(),
+                PathBuf::from(path)
+            );
+        }
+    }
+    assert_eq!(read_deep(&dest, &pax_path), b"pax");
+
+    // Through the store too.
+    let layer = Layer::from_tar(&tar, Compression::Gzip, skiff_test_rig::Format::Oci).unwrap();
+    let rig = Rig::new();
+    assert!(matches!(
+        try_commit(&rig.store, &layer).unwrap(),
+        LayerOutcome::Committed(_)
+    ));
+    rig.assert_victim_untouched();
+}
+
+/// Reads `root/path` where that is longer than PATH_MAX: through an open directory halfway.
+fn read_deep(root: &Path, path: &str) -> Vec<u8> {
+    let cut = path[..path.len() / 2].rfind('/').unwrap();
+    let half = std::fs::File::open(root.join(&path[..cut])).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&half);
+    std::fs::read(format!("/proc/self/fd/{fd}{}", &path[cut..])).unwrap()
+}
+
+/// The guard finds every header where `tar` does: after content whose size a PAX `size` record
+/// gives (content that looks like a header is content), and after GNU sparse extension blocks.
+#[test]
+fn headers_are_found_after_pax_sizes_and_sparse_extension_blocks() {
+    let hostile_l = raw_header("././@LongLink", tar::EntryType::GNULongName, 1 << 30);
+    // A file whose header says 0 bytes and whose PAX size says 2048: its content starts with
+    // what looks like a hostile long-name header.
+    let pax_sized = |content: &[u8]| {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append_pax_extensions([("size", b"2048".as_slice())])
+            .unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("sized").unwrap();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(0);
+        header.set_cksum();
+        builder.append(&header, content).unwrap();
+        let mut tar = builder.into_inner().unwrap();
+        tar.truncate(tar.len() - 1024);
+        tar
+    };
+    let mut content = hostile_l.clone();
+    content.resize(2048, 0);
+    let mut tar = pax_sized(&content);
+    tar.extend(vec![0; 1024]);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("fs");
+    std::fs::create_dir(&dest).unwrap();
+    extract::extract(
+        Cursor::new(&tar),
+        &dest,
+        &ExtractOptions::for_current_user(),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(dest.join("sized")).unwrap(), content);
+    // The real header after it is checked.
+    let mut tar = pax_sized(&[0; 2048]);
+    tar.extend(&hostile_l);
+    let err = refused_from_header(&tar, 1 << 30);
+    assert_limit(
+        &err,
+        "././@LongLink",
+        "GNU long name",
+        extract::MAX_LONG_NAME,
+    );
+
+    // GNU sparse: 27 chunks of 512 bytes, 4 in the header, 21 in a first extension block and 2
+    // in a second.
+    const CHUNKS: u64 = 27;
+    let sparse = |after: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_path("sparse").unwrap();
+        header.set_entry_type(tar::EntryType::GNUSparse);
+        header.set_mode(0o644);
+        header.set_size(CHUNKS * 512);
+        let chunk = |field: &mut tar::GnuSparseHeader, i: u64| {
+            field.offset = octal12(i * 8192);
+            field.numbytes = octal12(512);
+        };
+        let mut ext1 = tar::GnuExtSparseHeader::new();
+        let mut ext2 = tar::GnuExtSparseHeader::new();
+        {
+            let gnu = header.as_gnu_mut().unwrap();
+            for i in 0..4 {
+                chunk(&mut gnu.sparse[i], i as u64);
+            }
+            gnu.isextended[0] = 1;
+            gnu.realsize = octal12(CHUNKS * 8192);
+            for i in 0..21 {
+                chunk(&mut ext1.sparse_mut()[i], 4 + i as u64);
+            }
+            ext1.set_is_extended(true);
+            chunk(&mut ext2.sparse_mut()[0], 25);
+            chunk(&mut ext2.sparse_mut()[1], 26);
+            // The real end: an empty chunk there.
+            ext2.sparse_mut()[2].offset = octal12(CHUNKS * 8192);
+            ext2.sparse_mut()[2].numbytes = octal12(0);
+        }
+        header.set_cksum();
+        let mut tar = header.as_bytes().to_vec();
+        tar.extend(ext1.as_bytes());
+        tar.extend(ext2.as_bytes());
+        for i in 0..CHUNKS {
+            // Chunks 0 and 4 (where headers would be were an extension block missed) look
+            // like hostile headers.
+            if i == 0 || i == 4 {
+                tar.extend(&hostile_l);
+            } else {
+                tar.extend([b'0' + i as u8; 512]);
+            }
+        }
+        tar.extend(after);
+        tar
+    };
+    let mut tar = sparse(&skiff_test_rig::entry::tar(&[Entry::file("after", "ok")]).unwrap());
+    let dest = dir.path().join("fs2");
+    std::fs::create_dir(&dest).unwrap();
+    extract::extract(
+        Cursor::new(&tar),
+        &dest,
+        &ExtractOptions::for_current_user(),
+    )
+    .unwrap();
+    let data = std::fs::read(dest.join("sparse")).unwrap();
+    assert_eq!(data.len() as u64, CHUNKS * 8192);
+    assert_eq!(&data[..512], hostile_l.as_slice());
+    assert_eq!(&data[4 * 8192..4 * 8192 + 512], hostile_l.as_slice());
+    assert_eq!(&data[26 * 8192..26 * 8192 + 512], [b'0' + 26; 512]);
+    assert_eq!(std::fs::read(dest.join("after")).unwrap(), b"ok");
+    tar = sparse(&hostile_l);
+    let err = refused_from_header(&tar, 1 << 30);
+    assert_limit(
+        &err,
+        "././@LongLink",
+        "GNU long name",
+        extract::MAX_LONG_NAME,
+    );
+}
+
+fn octal12(n: u64) -> [u8; 12] {
+    let s = format!("{n:011o}\0");
+    s.as_bytes().try_into().unwrap()
 }

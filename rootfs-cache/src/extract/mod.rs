@@ -5,6 +5,7 @@
 //! with `*at` calls that do not follow symlinks. So an entry, a hard link or a whiteout can
 //! never touch anything outside the layer, whatever earlier entries planted.
 
+mod guard;
 mod path;
 
 use std::ffi::CString;
@@ -14,6 +15,7 @@ use std::path::Path;
 
 use crate::confined::{ConfinedRoot, openat_nofollow};
 use crate::sys;
+pub use guard::{MAX_LONG_NAME, MAX_PAX_HEADER};
 pub use path::UnsafeName;
 use path::{CleanName, clean};
 
@@ -199,6 +201,28 @@ pub(crate) fn is_host_failure(e: &io::Error) -> bool {
     )
 }
 
+/// A read error from the tar stream: a header over a bound (from the guard) is a limit.
+fn tar_error(e: io::Error) -> ExtractError {
+    if !e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<guard::HeaderTooLarge>())
+    {
+        return ExtractError::Tar(e);
+    }
+    match e
+        .into_inner()
+        .map(|inner| inner.downcast::<guard::HeaderTooLarge>())
+    {
+        Some(Ok(too_large)) => {
+            let guard::HeaderTooLarge { path, what, limit } = *too_large;
+            ExtractError::Limit { path, what, limit }
+        }
+        // Unreachable: checked above.
+        Some(Err(inner)) => ExtractError::Tar(io::Error::other(inner)),
+        None => ExtractError::Tar(io::Error::other("tar stream error")),
+    }
+}
+
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -238,9 +262,10 @@ pub fn extract(
         dirs: Vec::new(),
         buf: vec![0u8; 256 * 1024],
     };
-    let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().map_err(ExtractError::Tar)? {
-        let entry = entry.map_err(ExtractError::Tar)?;
+    // The guard refuses a long name or PAX header over its bound before `tar` reads it whole.
+    let mut archive = tar::Archive::new(guard::HeaderGuard::new(tar));
+    for entry in archive.entries().map_err(tar_error)? {
+        let entry = entry.map_err(tar_error)?;
         ex.stats.entries += 1;
         if ex.stats.entries > options.limits.max_entries {
             return Err(ExtractError::Limit {
@@ -276,7 +301,7 @@ impl Extractor {
             Ok(name) => name,
             // `./`, the layer root itself (`tar -C dir .` writes one): only its metadata applies.
             Err(UnsafeName::Empty) if kind == tar::EntryType::Directory => {
-                let meta = read_meta(&mut entry).map_err(ExtractError::Tar)?;
+                let meta = read_meta(&mut entry, &raw)?;
                 self.dirs.push((Vec::new(), meta));
                 return Ok(());
             }
@@ -296,7 +321,7 @@ impl Extractor {
                 .push(format!("{}: aufs metadata", lossy(&raw)));
             return Ok(());
         }
-        let meta = read_meta(&mut entry).map_err(ExtractError::Tar)?;
+        let meta = read_meta(&mut entry, &raw)?;
 
         let base = name.base();
         if let Some(hidden) = base.strip_prefix(b".wh.") {
@@ -437,7 +462,7 @@ impl Extractor {
         .map_err(io("create"))?;
         let fd = fd.ok_or_else(|| io("create")(io::Error::other("no fd")))?;
         let written = copy_sparse(entry, fd.as_fd(), &mut self.buf).map_err(|e| match e {
-            CopyError::Read(e) => ExtractError::Tar(e),
+            CopyError::Read(e) => tar_error(e),
             CopyError::Write(e) => io("write")(e),
         })?;
         if written != size {
@@ -698,7 +723,12 @@ pub fn rootless_owner(uid: u32, gid: u32) -> Vec<u8> {
     out
 }
 
-fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
+/// Bytes of one xattr value (Linux's XATTR_SIZE_MAX).
+pub const MAX_XATTR_VALUE: u64 = 64 << 10;
+/// Bytes of all xattrs of one entry, names and values.
+pub const MAX_XATTRS_PER_ENTRY: u64 = 1 << 20;
+
+fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<Meta, ExtractError> {
     let header = entry.header();
     let mut meta = Meta {
         mode: header.mode().unwrap_or(0o644),
@@ -710,9 +740,15 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
             .unwrap_or(0),
         xattrs: Vec::new(),
     };
-    if let Some(extensions) = entry.pax_extensions()? {
+    let limit = |what: &'static str, limit: u64| ExtractError::Limit {
+        path: lossy(raw),
+        what,
+        limit,
+    };
+    let mut xattr_bytes = 0u64;
+    if let Some(extensions) = entry.pax_extensions().map_err(tar_error)? {
         for ext in extensions {
-            let ext = ext?;
+            let ext = ext.map_err(tar_error)?;
             let key = ext.key_bytes();
             let value = ext.value_bytes();
             let number = || {
@@ -734,6 +770,16 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
                 b"mtime" => meta.mtime = number().unwrap_or(meta.mtime),
                 _ => {
                     if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                        if value.len() as u64 > MAX_XATTR_VALUE {
+                            return Err(limit("bytes in one xattr value", MAX_XATTR_VALUE));
+                        }
+                        xattr_bytes += (name.len() + value.len()) as u64;
+                        if xattr_bytes > MAX_XATTRS_PER_ENTRY {
+                            return Err(limit(
+                                "bytes of xattrs on one entry",
+                                MAX_XATTRS_PER_ENTRY,
+                            ));
+                        }
                         meta.xattrs.push((name.to_vec(), value.to_vec()));
                     }
                 }
