@@ -906,6 +906,22 @@ fn huge_xattrs_are_refused() {
     );
 }
 
+#[test]
+fn directory_xattrs_held_until_the_end_are_bounded() {
+    // Each directory's metadata waits for the layer's end: directories with ~1 MiB of
+    // xattrs each go over the 64 MiB held at the 69th.
+    let dir_with_xattrs = |i: usize| {
+        let mut dir = Entry::dir(format!("d{i}/"));
+        for j in 0..15 {
+            dir = dir.xattr(format!("user.x{j}"), vec![b'v'; 64 << 10]);
+        }
+        dir
+    };
+    let entries: Vec<Entry> = (0..70).map(dir_with_xattrs).collect();
+    let err = Rig::new().refused(&entries, "d68/");
+    assert_limit(&err, "d68/", "directory xattrs", extract::MAX_DIR_XATTRS);
+}
+
 /// A path of `len` bytes in components of at most 100, and its directories.
 fn long_path_entries(len: usize) -> (String, Vec<String>) {
     let mut path = String::new();

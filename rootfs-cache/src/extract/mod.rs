@@ -260,6 +260,7 @@ pub fn extract(
         options: *options,
         stats: ExtractStats::default(),
         dirs: Vec::new(),
+        dir_xattr_bytes: 0,
         buf: vec![0u8; 256 * 1024],
     };
     // The guard refuses a long name or PAX header over its bound before `tar` reads it whole.
@@ -287,6 +288,8 @@ struct Extractor {
     /// Directory mode and times are applied last: writing children changes a directory's
     /// mtime, and a read-only mode would stop a rootless extraction from adding children.
     dirs: Vec<(Vec<u8>, Meta)>,
+    /// Bytes of the xattrs held in `dirs` (bounded by [`MAX_DIR_XATTRS`]).
+    dir_xattr_bytes: u64,
     buf: Vec<u8>,
 }
 
@@ -302,7 +305,7 @@ impl Extractor {
             // `./`, the layer root itself (`tar -C dir .` writes one): only its metadata applies.
             Err(UnsafeName::Empty) if kind == tar::EntryType::Directory => {
                 let meta = read_meta(&mut entry, &raw)?;
-                self.dirs.push((Vec::new(), meta));
+                self.keep_dir(Vec::new(), meta, &raw)?;
                 return Ok(());
             }
             Err(reason) => {
@@ -337,7 +340,7 @@ impl Extractor {
             }
             tar::EntryType::Directory => {
                 self.make_dir(&name).map_err(io("mkdir"))?;
-                self.dirs.push((name.full, meta));
+                self.keep_dir(name.full, meta, &raw)?;
                 Ok(())
             }
             tar::EntryType::Symlink => {
@@ -658,6 +661,22 @@ impl Extractor {
         sys::lutimensat(dir, name, meta.mtime)
     }
 
+    /// Keeps a directory's metadata for [`Self::finish_dirs`]; its xattrs count against
+    /// [`MAX_DIR_XATTRS`] (held until the layer's end, they would otherwise be unbounded).
+    fn keep_dir(&mut self, path: Vec<u8>, meta: Meta, raw: &[u8]) -> Result<(), ExtractError> {
+        let bytes: usize = meta.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.dir_xattr_bytes += bytes as u64;
+        if self.dir_xattr_bytes > MAX_DIR_XATTRS {
+            return Err(ExtractError::Limit {
+                path: lossy(raw),
+                what: "bytes of directory xattrs in one layer",
+                limit: MAX_DIR_XATTRS,
+            });
+        }
+        self.dirs.push((path, meta));
+        Ok(())
+    }
+
     fn finish_dirs(&mut self) -> Result<(), ExtractError> {
         let dirs = std::mem::take(&mut self.dirs);
         let mut done = std::collections::HashSet::new();
@@ -727,6 +746,9 @@ pub fn rootless_owner(uid: u32, gid: u32) -> Vec<u8> {
 pub const MAX_XATTR_VALUE: u64 = 64 << 10;
 /// Bytes of all xattrs of one entry, names and values.
 pub const MAX_XATTRS_PER_ENTRY: u64 = 1 << 20;
+/// Bytes of all directories' xattrs in one layer (kept in memory until the directories'
+/// metadata is applied, after the last entry).
+pub const MAX_DIR_XATTRS: u64 = 64 << 20;
 
 fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<Meta, ExtractError> {
     let header = entry.header();
