@@ -35,6 +35,16 @@ if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
 fi
 
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "setup.sh: installing the nightly toolchain (fuzzing)"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "setup.sh: installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+
 if ! id "$TEST_USER" >/dev/null 2>&1; then
   useradd --create-home --shell /bin/bash "$TEST_USER"
 fi

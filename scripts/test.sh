@@ -9,3 +9,4 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The library builds without the command line's crates (what an embedder gets).
 cargo check -p skiff --lib --no-default-features --locked
 cargo test --workspace --locked
+bash scripts/fuzz.sh --ci  # every fuzz target, FUZZ_CI_SECONDS (20) each; a crash fails

@@ -25,6 +25,9 @@
 
 mod engine;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod host;
 mod image;
 mod launch;

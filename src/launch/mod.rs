@@ -12,7 +12,7 @@ mod init;
 mod resources;
 mod rootfs;
 mod rootless;
-mod seccomp;
+pub(crate) mod seccomp;
 mod spec;
 mod stdio;
 

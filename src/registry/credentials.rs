@@ -252,7 +252,7 @@ fn normalize_key(key: &str) -> String {
     }
 }
 
-fn find_key<'a>(map: &'a Value, registry: &str) -> Option<&'a Value> {
+pub(crate) fn find_key<'a>(map: &'a Value, registry: &str) -> Option<&'a Value> {
     let want = normalize_key(registry);
     map.as_object()?
         .iter()
@@ -260,7 +260,10 @@ fn find_key<'a>(map: &'a Value, registry: &str) -> Option<&'a Value> {
         .map(|(_, v)| v)
 }
 
-fn parse_entry(entry: &Value, path: &Path) -> Result<Option<Credential>, CredentialError> {
+pub(crate) fn parse_entry(
+    entry: &Value,
+    path: &Path,
+) -> Result<Option<Credential>, CredentialError> {
     if let Some(token) = entry
         .get("identitytoken")
         .and_then(Value::as_str)
@@ -343,8 +346,13 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, Creden
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let v: Value =
-        serde_json::from_str(&stdout).map_err(|e| fail(format!("invalid JSON output: {e}")))?;
+    parse_helper_reply(&stdout).map(Some).map_err(fail)
+}
+
+/// A credential helper's `get` output: `{"Username": …, "Secret": …}` (`<token>` as the
+/// username means an identity token).
+pub(crate) fn parse_helper_reply(stdout: &str) -> Result<Credential, String> {
+    let v: Value = serde_json::from_str(stdout).map_err(|e| format!("invalid JSON output: {e}"))?;
     let username = v
         .get("Username")
         .and_then(Value::as_str)
@@ -355,12 +363,12 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, Creden
         .unwrap_or_default()
         .to_owned();
     if username == "<token>" {
-        return Ok(Some(Credential::IdentityToken(secret)));
+        return Ok(Credential::IdentityToken(secret));
     }
-    Ok(Some(Credential::Basic {
+    Ok(Credential::Basic {
         username: username.to_owned(),
         password: secret,
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -1,17 +1,17 @@
 //! The distribution client: auth, credentials, configuration, manifests, blob streams. It
 //! speaks HTTP and nothing more: what a manifest means is the `image` module's business.
 
-mod auth;
+pub(crate) mod auth;
 mod blobs;
 mod client;
-mod config;
-mod credentials;
+pub(crate) mod config;
+pub(crate) mod credentials;
 mod errors;
 mod manifests;
 #[cfg(test)]
 pub(crate) mod memory;
 mod retry;
-mod session;
+pub(crate) mod session;
 mod transport;
 
 pub(crate) use client::RegistryClient;

@@ -172,18 +172,24 @@ impl RegistryClient {
         )
         .await
         .map_err(|e| fail(e.to_string()))?;
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| fail(format!("token response is not JSON: {e}")))?;
-        let token = v
-            .get("token")
-            .or_else(|| v.get("access_token"))
-            .and_then(serde_json::Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| fail("token response has no token".into()))?;
-        let expires_in = v
-            .get("expires_in")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(60);
-        Ok((token.to_owned(), expires_in))
+        parse_token_reply(&body).map_err(fail)
     }
+}
+
+/// A token endpoint's answer: the token (`token`, else `access_token`) and its lifetime in
+/// seconds (`expires_in`, 60 when absent).
+pub(crate) fn parse_token_reply(body: &[u8]) -> Result<(String, u64), String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("token response is not JSON: {e}"))?;
+    let token = v
+        .get("token")
+        .or_else(|| v.get("access_token"))
+        .and_then(serde_json::Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| "token response has no token".to_owned())?;
+    let expires_in = v
+        .get("expires_in")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(60);
+    Ok((token.to_owned(), expires_in))
 }

@@ -11,7 +11,7 @@
 mod compile;
 mod default;
 mod load;
-mod profile;
+pub(crate) mod profile;
 
 use std::path::{Path, PathBuf};
 

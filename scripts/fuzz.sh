@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every fuzz target in fuzz/ one after another (cargo-fuzz, nightly toolchain).
+#   scripts/fuzz.sh            FUZZ_SECONDS per target (default 600), for people
+#   scripts/fuzz.sh --ci       a bounded run: FUZZ_CI_SECONDS per target (default 20)
+#   scripts/fuzz.sh [--ci] T…  only the named targets
+# Each target starts from its committed seeds (fuzz/corpus/T) plus what earlier runs here
+# found (fuzz/target/corpus/T, not committed). A crash fails the script; its input is left in
+# fuzz/artifacts/T/: fix it and turn it into a unit test next to the parser.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+seconds=${FUZZ_SECONDS:-600}
+if [ "${1:-}" = "--ci" ]; then
+  seconds=${FUZZ_CI_SECONDS:-20}
+  shift
+fi
+cd fuzz
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
+cargo +nightly fuzz build
+for t in "${targets[@]}"; do
+  work=target/corpus/$t
+  mkdir -p "$work" "artifacts/$t"
+  echo "fuzz.sh: $t for ${seconds}s"
+  log=target/fuzz-$t.log
+  status=0
+  cargo +nightly fuzz run "$t" "$work" "corpus/$t" -- \
+    -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1 \
+    || status=$?
+  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb|panicked|SUMMARY|Test unit written' "$log" || true
+  if [ "$status" -ne 0 ]; then
+    tail -40 "$log" >&2
+    echo "fuzz.sh: $t found a crash (see fuzz/artifacts/$t/ and fuzz/$log)" >&2
+    exit 1
+  fi
+done
+echo "fuzz.sh: ${#targets[@]} targets, ${seconds}s each, no crash"

@@ -1,0 +1,113 @@
+//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`, not part of the API): each
+//! feeds untrusted bytes to one of skiff's parsers the way skiff itself does. A parser may
+//! refuse its input; it must never panic, hang or run away with memory.
+
+use std::path::Path;
+
+use crate::image;
+use crate::launch::seccomp::profile::{Host, Profile};
+use crate::reference::Reference;
+use crate::registry::{auth, config, credentials, session};
+
+/// An image reference as typed on the command line; a parsed one prints and re-parses to
+/// the same reference.
+pub fn reference(s: &str) {
+    if let Ok(r) = Reference::parse(s) {
+        let _ = (r.api_registry(), r.api_reference(), r.familiar());
+        let again = Reference::parse(&r.to_string());
+        assert!(again.is_ok(), "{r} does not re-parse: {again:?}");
+    }
+}
+
+/// A manifest or index body with its Content-Type; an index then goes through the platform
+/// choice and a manifest's descriptors through the digest checks.
+pub fn manifest(bytes: &[u8], content_type: Option<&str>) {
+    match image::parse(bytes, content_type) {
+        Ok(image::Fetched::Index(index)) => {
+            for want in [
+                "linux/amd64",
+                "linux/arm64/v8",
+                "linux/arm/v7",
+                "windows/amd64",
+            ] {
+                if let Some(platform) = image::parse_platform(want) {
+                    if let Ok(d) = image::select_platform(&index, &platform) {
+                        let _ = image::digest_of(d, "manifest");
+                    }
+                }
+            }
+        }
+        Ok(image::Fetched::Manifest(m)) => {
+            let _ = image::digest_of(m.config(), "config");
+            for layer in m.layers() {
+                let _ = image::digest_of(layer, "layer");
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+/// An image config blob, and the run settings taken from it.
+pub fn image_config(bytes: &[u8]) {
+    if let Ok(config) = image::ImageConfig::parse(bytes) {
+        let _ = config.run_config();
+    }
+}
+
+/// A `WWW-Authenticate` header value.
+pub fn challenge(header: &str) {
+    let _ = auth::parse_challenge(header);
+}
+
+/// A token endpoint's reply body.
+pub fn token_reply(body: &[u8]) {
+    let _ = session::parse_token_reply(body);
+}
+
+/// A docker auth file (`config.json`), looked up for a few registries as `lookup` does (without
+/// running the helpers it names).
+pub fn credentials_file(bytes: &[u8]) {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return;
+    };
+    for registry in ["docker.io", "localhost:5000", "registry.example", ""] {
+        let _ = doc
+            .get("credHelpers")
+            .and_then(|h| credentials::find_key(h, registry));
+        if let Some(entry) = doc
+            .get("auths")
+            .and_then(|a| credentials::find_key(a, registry))
+        {
+            let _ = credentials::parse_entry(entry, Path::new("config.json"));
+        }
+    }
+}
+
+/// A credential helper's `get` output.
+pub fn helper_reply(stdout: &str) {
+    let _ = credentials::parse_helper_reply(stdout);
+}
+
+/// skiff's `config.toml`, and the lookups a pull makes in it.
+pub fn registry_config(text: &str) {
+    if let Ok(c) = config::Config::parse(text) {
+        for (registry, repository) in [("docker.io", "library/busybox"), ("localhost:5000", "a/b")]
+        {
+            let _ = c.entry_for(registry, repository);
+            let _ = c.allows_http(registry);
+        }
+    }
+}
+
+/// A seccomp profile in docker's format, resolved for two bounding sets on this host.
+pub fn seccomp_profile(bytes: &[u8]) {
+    let Ok(profile) = serde_json::from_slice::<Profile>(bytes) else {
+        return;
+    };
+    let host = Host::current();
+    let _ = profile.resolve(&[], &host);
+    let _ = profile.resolve(&["CAP_SYS_ADMIN".into(), "sys_ptrace".into()], &host);
+}
