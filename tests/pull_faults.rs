@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::Env;
 use skiff_test_rig::{
-    Compression, Entry, Fault, FaultProxy, Format, Image, ImageBuilder, Registry, RegistryOptions,
+    Compression, Fault, FaultProxy, Format, Image, ImageBuilder, Registry, RegistryOptions,
     TokenAuth, busybox,
 };
 use std::process::{Output, Stdio};
@@ -22,24 +22,6 @@ fn assert_ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     stderr
-}
-
-/// An image with one uncompressed layer holding `size` incompressible bytes.
-fn big_image(size: usize, seed: u64) -> Image {
-    let mut x = seed | 1;
-    let body: Vec<u8> = (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    ImageBuilder::new(Format::Oci)
-        .layer(&[Entry::file("data.bin", body)], Compression::None)
-        .unwrap()
-        .build()
-        .unwrap()
 }
 
 fn blob_gets(proxy: &FaultProxy, image: &Image, layer: usize) -> Vec<Option<String>> {
@@ -55,7 +37,7 @@ fn blob_gets(proxy: &FaultProxy, image: &Image, layer: usize) -> Vec<Option<Stri
 #[test]
 fn a_download_broken_mid_blob_resumes_with_a_range_request() {
     let registry = Registry::start().unwrap();
-    let image = big_image(3 << 20, 1);
+    let image = common::big_image(3 << 20, 1);
     registry.push_image("big/app", "1", &image).unwrap();
     let digest = image.layers[0].blob.digest.to_string();
     let proxy = FaultProxy::start(
@@ -88,7 +70,7 @@ fn a_download_broken_mid_blob_resumes_with_a_range_request() {
 #[test]
 fn a_stalled_download_times_out_and_resumes() {
     let registry = Registry::start().unwrap();
-    let image = big_image(1 << 20, 2);
+    let image = common::big_image(1 << 20, 2);
     registry.push_image("big/app", "1", &image).unwrap();
     let proxy = FaultProxy::start(
         registry.addr(),
@@ -170,7 +152,7 @@ fn rate_limits_are_retried_after_the_delay_the_registry_asks() {
 #[test]
 fn tampered_bytes_and_endless_drops_commit_nothing() {
     let registry = Registry::start().unwrap();
-    let image = big_image(1 << 20, 3);
+    let image = common::big_image(1 << 20, 3);
     registry.push_image("big/app", "1", &image).unwrap();
     let digest = image.layers[0].blob.digest.to_string();
 
@@ -272,7 +254,10 @@ fn two_pulls_of_one_image_at_once_download_each_layer_once() {
     let mut builder = ImageBuilder::new(Format::Oci);
     for seed in 0..3u64 {
         // An uncompressed layer's blob is its tar: reuse it, gzip-compressed this time.
-        let tar = big_image(2 << 20, seed + 10).layers[0].blob.bytes.clone();
+        let tar = common::big_image(2 << 20, seed + 10).layers[0]
+            .blob
+            .bytes
+            .clone();
         builder = builder.layer_tar(&tar, Compression::Gzip).unwrap();
     }
     let image = builder.build().unwrap();
@@ -312,7 +297,7 @@ fn blob_redirects_to_another_host_drop_the_authorization_header() {
     })
     .unwrap();
     let storage = Registry::start().unwrap();
-    let image = big_image(1 << 20, 7);
+    let image = common::big_image(1 << 20, 7);
     private.push_image("app/x", "1", &image).unwrap();
     storage.push_image("app/x", "1", &image).unwrap();
     let blob_host = FaultProxy::start(storage.addr(), vec![]).unwrap();

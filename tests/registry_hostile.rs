@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use common::Env;
 use skiff_test_rig::{
-    Compression, Entry, Fault, FaultProxy, Format, Image, ImageBuilder, Registry, RegistryOptions,
-    TokenAuth, busybox,
+    Compression, Fault, FaultProxy, Format, Image, Registry, RegistryOptions, TokenAuth, busybox,
 };
 
 /// Runs `skiff pull name`, expects exit 125 with every one of `words` in the message, and a
@@ -47,24 +46,6 @@ fn assert_consistent_and_empty(env: &Env) {
     );
 }
 
-/// An image with one uncompressed layer holding `size` incompressible bytes.
-fn big_image(size: usize, seed: u64) -> Image {
-    let mut x = seed | 1;
-    let body: Vec<u8> = (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    ImageBuilder::new(Format::Oci)
-        .layer(&[Entry::file("data.bin", body)], Compression::None)
-        .unwrap()
-        .build()
-        .unwrap()
-}
-
 /// The GETs the proxy logged whose path contains `needle`: (Range, status, fault).
 fn gets(proxy: &FaultProxy, needle: &str) -> Vec<(Option<String>, u16, Option<&'static str>)> {
     proxy
@@ -78,7 +59,7 @@ fn gets(proxy: &FaultProxy, needle: &str) -> Vec<(Option<String>, u16, Option<&'
 /// A registry holding `big/app:1` (one 1 MiB layer) behind a proxy with `faults`.
 fn setup(faults: Vec<Fault>) -> (Registry, Image, FaultProxy, String) {
     let registry = Registry::start().unwrap();
-    let image = big_image(1 << 20, 42);
+    let image = common::big_image(1 << 20, 42);
     registry.push_image("big/app", "1", &image).unwrap();
     let proxy = FaultProxy::start(registry.addr(), faults).unwrap();
     let name = format!("{}/big/app:1", proxy.host());

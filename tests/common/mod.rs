@@ -120,3 +120,19 @@ impl Env {
         child.wait_with_output().unwrap()
     }
 }
+
+/// An image with one uncompressed layer holding `size` incompressible bytes (the rig's noise).
+pub fn big_image(size: usize, seed: u64) -> skiff_test_rig::Image {
+    use skiff_test_rig::{Compression, Entry, Format, ImageBuilder};
+    ImageBuilder::new(Format::Oci)
+        .layer(
+            &[Entry::file(
+                "data.bin",
+                skiff_test_rig::synth::noise(seed, size),
+            )],
+            Compression::None,
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+}
