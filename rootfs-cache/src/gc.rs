@@ -1,8 +1,10 @@
 //! Garbage collection: dead runs and tmp/ garbage swept, unused layers and blobs removed, then
 //! the least recently used images evicted down to a size budget.
 //!
-//! [`Store::gc`] holds `locks/gc` exclusively for its whole duration, so no run registers (see
-//! [`crate::holds`]) while it decides what is live.
+//! [`Store::gc`] holds `locks/gc` exclusively for its whole duration, so no run or container
+//! registers (see [`crate::holds`] and [`Store::create_container_dir`]) while it decides what
+//! is live. What containers hold is live whether or not any process runs; container
+//! directories are never removed by gc.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
@@ -91,7 +93,7 @@ impl State {
             + self.images.values().map(|i| i.size).sum::<u64>()
     }
 
-    /// Layers and blobs that images, refs and live runs use.
+    /// Layers and blobs that images, refs, live runs and containers use.
     fn live(&self, holds: &[HoldRecord]) -> (HashSet<Digest>, HashSet<Digest>) {
         let mut layers = HashSet::new();
         let mut blobs = HashSet::new();
@@ -299,8 +301,12 @@ impl Store {
     /// Sweeps dead runs and tmp garbage, removes layers and blobs nothing uses, then evicts the
     /// least recently used images until the store fits `budget_bytes`.
     ///
-    /// An image record, ref or live run's hold.json that does not parse stops gc with
-    /// [`StoreError::Corrupt`] rather than guessing what it keeps alive (see [`Store::verify`]).
+    /// What containers (`containers/*/hold.json`) hold is never collected nor evicted, and
+    /// their directories are never removed.
+    ///
+    /// An image record, ref, or live run's or container's hold.json that does not parse stops
+    /// gc with [`StoreError::Corrupt`] rather than guessing what it keeps alive (see
+    /// [`Store::verify`]).
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport, StoreError> {
         let _gc = self.gc_lock(true)?;
         let dry_run = options.dry_run;
@@ -308,7 +314,8 @@ impl Store {
             dry_run,
             ..GcReport::default()
         };
-        let holds = self.sweep_runs_locked(dry_run, &mut report)?;
+        let mut holds = self.sweep_runs_locked(dry_run, &mut report)?;
+        holds.extend(self.container_holds()?);
         self.clear_tmp(dry_run, &mut report)?;
         let mut state = self.gc_state()?;
         self.collect_unused(&mut state, &holds, dry_run, &mut report)?;
@@ -319,8 +326,8 @@ impl Store {
         Ok(report)
     }
 
-    /// Evicts the least recently used images no live run holds, collecting what each leaves
-    /// unused, until the store fits `budget` bytes.
+    /// Evicts the least recently used images no live run or container holds, collecting what
+    /// each leaves unused, until the store fits `budget` bytes.
     fn evict_to_budget(
         &self,
         state: &mut State,
@@ -353,7 +360,7 @@ impl Store {
                 if is_held(d, image) {
                     report.kept_busy.push(Kept {
                         path: image.path.clone(),
-                        reason: "held by a live run".into(),
+                        reason: "held by a live run or a container".into(),
                     });
                 }
             }

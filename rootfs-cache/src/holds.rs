@@ -94,11 +94,16 @@ impl Drop for RunHold {
 /// would delete through the mount (a bind-mounted host directory, say).
 /// A mount table that cannot be read is a refusal too.
 fn check_no_mounts(dir: &Path) -> Result<(), StoreError> {
+    check_unmounted(dir, "removing run directory (unmount first)")
+}
+
+/// [`check_no_mounts`] for any directory of the store; `op` names what is refused.
+pub(crate) fn check_unmounted(dir: &Path, op: &'static str) -> Result<(), StoreError> {
     let mounts = mount_points_under(dir).map_err(io_err("reading the mount table for", dir))?;
     match mounts.into_iter().next() {
         None => Ok(()),
         Some(mount) => Err(StoreError::Io {
-            op: "removing run directory (unmount first)",
+            op,
             path: mount,
             source: io::Error::new(io::ErrorKind::ResourceBusy, "still mounted"),
         }),
@@ -106,6 +111,12 @@ fn check_no_mounts(dir: &Path) -> Result<(), StoreError> {
 }
 
 fn check_run_id(id: &str) -> Result<(), StoreError> {
+    check_id("run id", id)
+}
+
+/// The rules for run and container ids (they name a directory of the store): 1 to 128 ASCII
+/// letters, digits, `_`, `.` and `-`, not starting with `.`.
+pub(crate) fn check_id(what: &'static str, id: &str) -> Result<(), StoreError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_RUN_ID
         && !id.starts_with('.')
@@ -116,7 +127,7 @@ fn check_run_id(id: &str) -> Result<(), StoreError> {
         Ok(())
     } else {
         Err(StoreError::InvalidName {
-            what: "run id",
+            what,
             value: id.to_owned(),
         })
     }

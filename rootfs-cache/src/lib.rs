@@ -4,6 +4,7 @@
 //! uses it. The layout and the rules are in skiff's DESIGN.md ("The store").
 
 mod confined;
+mod containers;
 pub mod digest;
 pub mod extract;
 pub mod gc;

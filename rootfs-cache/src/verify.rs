@@ -1,8 +1,8 @@
 //! [`Store::verify`]: every entry of the store checked, nothing changed.
 //!
 //! The steps run in an order where each knows what the earlier ones found in use: image records,
-//! refs and live runs say which layers and blobs are used; layers and blobs are then checked
-//! and reported orphaned when nothing uses them; tmp/ garbage last.
+//! refs, live runs and containers say which layers and blobs are used; layers and blobs are
+//! then checked and reported orphaned when nothing uses them; tmp/ garbage last.
 
 use std::collections::HashSet;
 use std::fs;
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::containers::ContainerEntry;
 use crate::holds::{HOLD_FILE, HoldRecord, RUN_LOCK};
 use crate::records::{ImageRecord, LayerRecord};
 use crate::scan::{
@@ -87,6 +88,7 @@ impl Store {
         self.verify_images(&mut v)?;
         self.verify_refs(&mut v)?;
         self.verify_runs(&mut v)?;
+        self.verify_containers(&mut v)?;
         self.verify_layers(&mut v)?;
         self.verify_blobs(&mut v)?;
         self.find_tmp_garbage(&mut v)?;
@@ -196,8 +198,55 @@ impl Store {
         Ok(())
     }
 
+    /// Containers: each has a hold record, whose layers and images count as used and must be
+    /// in the store (a container is made from a pulled image, unlike a pull's hold, which
+    /// names layers before they are committed). An entry that is not a container directory,
+    /// or one without hold.json (a creation that did not finish), is garbage; gc leaves
+    /// container directories alone.
+    fn verify_containers(&self, v: &mut Verification) -> Result<(), StoreError> {
+        for entry in self.container_entries()? {
+            let (dir, hold_path) = match entry {
+                ContainerEntry::Container { dir, hold } => (dir, hold),
+                ContainerEntry::NoHold(dir) => {
+                    v.orphan(dir, "container directory without hold.json");
+                    continue;
+                }
+                ContainerEntry::Other(path) => {
+                    v.orphan(path, "not a container directory");
+                    continue;
+                }
+            };
+            let hold = match read_json::<HoldRecord>(&hold_path) {
+                Ok(Some(hold)) => hold,
+                // Removed right now: its directory was moved out whole.
+                Ok(None) if !dir.exists() => continue,
+                Ok(None) => {
+                    v.corrupt(hold_path, "container without hold.json");
+                    continue;
+                }
+                Err(err) => {
+                    v.corrupt(hold_path, format!("does not parse: {err}"));
+                    continue;
+                }
+            };
+            for layer in &hold.layers {
+                if !self.layer_base(layer).is_dir() {
+                    v.corrupt(hold_path.clone(), format!("layer {layer} is missing"));
+                }
+            }
+            for image in &hold.images {
+                if !self.image_path(image).is_file() {
+                    v.corrupt(hold_path.clone(), format!("image {image} is missing"));
+                }
+            }
+            v.used_layers.extend(hold.layers);
+            v.used_blobs.extend(hold.images);
+        }
+        Ok(())
+    }
+
     /// Layers: named by a diff_id, with a matching layer.json and an fs/ directory; orphaned
-    /// when no image or run uses them.
+    /// when no image, run or container uses them.
     fn verify_layers(&self, v: &mut Verification) -> Result<(), StoreError> {
         for entry in read_dir_entries(&self.root().join("layers/sha256"))? {
             let path = entry.path();
@@ -220,7 +269,7 @@ impl Store {
                 v.corrupt(path.clone(), "no fs/ directory");
             }
             if !v.used_layers.contains(&diff_id) {
-                v.orphan(path, "no image or run uses this layer");
+                v.orphan(path, "no image, run or container uses this layer");
             }
         }
         Ok(())
@@ -242,7 +291,7 @@ impl Store {
                 Err(e) => v.corrupt(path.clone(), format!("unreadable: {e}")),
             }
             if !v.used_blobs.contains(&digest) {
-                v.orphan(path, "no image, ref or run uses this blob");
+                v.orphan(path, "no image, ref, run or container uses this blob");
             }
         }
         Ok(())
