@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 c=corpus
-mkdir -p $c/{reference,manifest,image_config,challenge,token_reply,credentials,registry_config,seccomp_profile,tar_layer}
+mkdir -p $c/{reference,manifest,image_config,challenge,token_reply,credentials,registry_config,seccomp_profile,tar_layer,format_template}
 i=0
 put() { i=$((i+1)); printf '%s' "$2" >"$c/$1/seed-$i"; }
 putb() { i=$((i+1)); printf "$2" >"$c/$1/seed-$i"; }
@@ -30,6 +30,12 @@ put credentials $'\x01''{"ServerURL":"localhost:5000","Username":"<token>","Secr
 put registry_config $'max_concurrent_downloads = 3\n\n[[registry]]\nprefix = "docker.io"\nlocation = "registry-1.docker.io"\ninsecure = false\n\n[[registry.mirror]]\nlocation = "127.0.0.1:5000"\ninsecure = true\n'
 if [ -f /usr/share/containers/seccomp.json ]; then cp /usr/share/containers/seccomp.json $c/seccomp_profile/seed-containers; fi
 put seccomp_profile '{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,"archMap":[{"architecture":"SCMP_ARCH_X86_64","subArchitectures":["SCMP_ARCH_X86"]}],"syscalls":[{"names":["read","write"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"}],"includes":{"caps":["CAP_SYS_ADMIN"],"minKernel":"4.8"}}]}'
+for f in '{{.ID}}' 'table {{.ID}}\t{{.Names}}\t{{upper .State.Status}}' '{{range $k, $v := .Labels}}{{$k}}={{$v}} {{end}}' \
+  '{{if .State.Running}}up{{else}}down{{end}} {{json .Config}} {{printf "%s-%d" .Name 3}} {{index .Labels "a"}}' \
+  '{{join .Args ","}} {{pad (truncate (title (lower .ID)) 3) 1 1}} {{len .Mounts}} {{split .ID "c"}} {{.Missing}}' \
+  '{{define "x"}}{{.}}{{end}}{{range $i, $m := .Mounts}}{{template "x" $m.Source}}{{end}}{{$x := 1}}{{$x = 2}}'; do
+  put format_template "$f"$'\x00''{"ID":"4f1c","Name":"web","Names":"web","Args":["-c","x"],"State":{"Running":true,"Status":"up","ExitCode":0},"Config":{"Env":["A=1"]},"Labels":{"a":"1"},"Mounts":[{"Source":"/a"}]}'
+done
 # Tar layers: a file, a directory, a symlink, a whiteout, a hard link, an escaping name.
 t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
 mkdir -p "$t/l/etc/dir" && echo hi >"$t/l/etc/hello" && ln -s ../../etc/hello "$t/l/etc/link" \

@@ -111,3 +111,39 @@ pub fn seccomp_profile(bytes: &[u8]) {
     let _ = profile.resolve(&[], &host);
     let _ = profile.resolve(&["CAP_SYS_ADMIN".into(), "sys_ptrace".into()], &host);
 }
+
+/// A `--format` template and a value: the bytes before the first NUL are the template, the
+/// rest a JSON value (a sample container when there is no NUL or no valid JSON). The template
+/// is parsed both as `ps`/`images` and as `inspect` read it, and rendered alone and as a table.
+#[cfg(feature = "cli")]
+pub fn format_template(data: &[u8]) {
+    use crate::template::Template;
+
+    let (text, json) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &b""[..]),
+    };
+    let Ok(text) = std::str::from_utf8(text) else {
+        return;
+    };
+    let value = serde_json::from_slice(json).unwrap_or_else(|_| {
+        serde_json::json!({
+            "ID": "4f1c", "Names": "web", "Args": ["-c", "x"], "Size": 1.5,
+            "State": {"Running": true, "ExitCode": 0, "Health": null},
+            "Labels": {"a": "1", "com.example": "\t\n"}, "Mounts": [{"Source": "/a"}],
+        })
+    });
+    for template in [Template::parse(text), Template::parse_raw(text)]
+        .into_iter()
+        .flatten()
+    {
+        let one = template.render(&value);
+        let all = template.render_all(std::slice::from_ref(&value), &[("ID", "CONTAINER ID")]);
+        if !template.is_table() {
+            // Without `table`, rendering all is each rendering and a newline.
+            if let (Ok(one), Ok(all)) = (&one, &all) {
+                assert_eq!(format!("{one}\n"), *all);
+            }
+        }
+    }
+}
