@@ -23,6 +23,7 @@
 // The library prints nothing: notices go through `Progress`, errors are returned.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod containers;
 mod engine;
 mod error;
 #[cfg(feature = "fuzzing")]
@@ -35,14 +36,20 @@ mod progress;
 mod pull;
 mod reference;
 mod registry;
+#[cfg(feature = "cli")]
+pub mod template;
 
-pub use engine::{Engine, EngineError, EngineOptions, ImageSummary, Info};
+pub use containers::{ContainerError, LogLine, LogOptions, Status, Stream};
+pub use engine::{
+    ContainerSummary, CreateOptions, Engine, EngineError, EngineOptions, ImageSummary, Info,
+    NetworkSummary,
+};
 pub use error::error_chain;
 pub use host::CgroupLayout;
 pub use image::ManifestError;
+pub use launch::{ExecOptions, PullPolicy, RunError, RunOutcome, Timings};
 pub use launch::{LimitError, LimitFlags, Limits, Ulimit};
 pub use launch::{Network, RunOptions, Seccomp, SpecError, Volume};
-pub use launch::{PullPolicy, RunError, RunOutcome, Timings};
 pub use progress::{LayerEvent, Notice, Progress, Silent};
 pub use pull::{PullError, PullOptions, PullReport};
 pub use reference::{Reference, ReferenceError};
@@ -51,3 +58,20 @@ pub use rootfs_cache::{
     Digest, DigestError, Finding, GcOptions, GcReport, ImageLayer, ImageRecord, Kept, StoreError,
     VerifyReport,
 };
+
+/// Serves a container monitor when this process was started as one (by [`Engine::start`],
+/// which re-executes the running program), and never returns then; otherwise returns at once.
+///
+/// The `skiff` binary calls it first in `main`. A program that embeds skiff and starts
+/// detached containers does the same, before any thread starts (or points
+/// [`EngineOptions::monitor_program`] at the `skiff` binary).
+///
+/// ```no_run
+/// skiff::serve_monitor_if_requested();
+/// // ... the program's own work, then Engine::start of a container
+/// ```
+pub fn serve_monitor_if_requested() {
+    if let Some(request) = launch::MonitorRequest::from_env() {
+        launch::serve_monitor(request)
+    }
+}

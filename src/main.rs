@@ -13,6 +13,8 @@ use tracing_subscriber::EnvFilter;
 const EXIT_ENGINE_FAILED: u8 = 125;
 
 fn main() -> ExitCode {
+    // A detached container's monitor is skiff re-executed: it never gets here.
+    skiff::serve_monitor_if_requested();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return usage_error(&err),

@@ -16,6 +16,7 @@ fn engine_pulls_lists_inspects_removes_and_collects() {
         config_path: Some(dir.path().join("none.toml")),
         auth_files: Some(AuthFiles::new(vec![dir.path().join("auth.json")])),
         retry: None,
+        monitor_program: None,
     })
     .unwrap();
     let name = format!("{}/embed/busybox:1", registry.host());
@@ -87,6 +88,7 @@ fn notices_and_layer_progress_reach_the_embedders_progress() {
         config_path: Some(dir.path().join("none.toml")),
         auth_files: Some(AuthFiles::new(vec![dir.path().join("auth.json")])),
         retry: None,
+        monitor_program: None,
     })
     .unwrap()
     .with_progress(recorder.clone());

@@ -17,12 +17,6 @@ pub struct ImagesArgs {
 }
 
 /// Arguments of `skiff inspect`.
-#[derive(Debug, Args)]
-pub struct InspectArgs {
-    /// Image name, id or digest
-    image: String,
-}
-
 /// Arguments of `skiff rmi`.
 #[derive(Debug, Args)]
 pub struct RmiArgs {
@@ -82,14 +76,6 @@ pub fn list(engine: &Engine, args: &ImagesArgs) -> anyhow::Result<i32> {
 }
 
 /// Prints an image's config.
-pub fn inspect(engine: &Engine, args: &InspectArgs) -> anyhow::Result<i32> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&engine.inspect(&args.image)?)?
-    );
-    Ok(0)
-}
-
 /// Removes images; like docker, goes on with the others when one fails.
 pub fn rmi(engine: &Engine, args: &RmiArgs) -> anyhow::Result<i32> {
     let mut failed = false;

@@ -1,12 +1,16 @@
 //! The command line: one module per subcommand, each a thin layer over [`skiff::Engine`].
 
+mod containers;
+mod exec;
 mod gc;
 mod images;
 mod info;
 mod login;
+mod network;
 mod progress;
 mod pull;
 mod run;
+mod version;
 
 use std::path::PathBuf;
 
@@ -41,12 +45,36 @@ pub struct Cli {
 pub enum Command {
     /// Run a command in a new container from an image (pulled first if missing)
     Run(Box<run::RunArgs>),
+    /// Create a new container (started later with `start`)
+    Create(Box<run::RunArgs>),
+    /// Start one or more stopped containers
+    Start(containers::StartArgs),
+    /// Stop one or more running containers
+    Stop(containers::StopArgs),
+    /// Kill one or more running containers
+    Kill(containers::KillArgs),
+    /// Restart one or more containers
+    Restart(containers::StopArgs),
+    /// Remove one or more containers
+    Rm(containers::RmArgs),
+    /// Execute a command in a running container
+    Exec(Box<exec::ExecArgs>),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Fetch the logs of a container
+    Logs(containers::LogsArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(containers::WaitArgs),
+    /// Manage networks (named networks on host networking)
+    Network(network::NetworkArgs),
+    /// Show the version (docker's shape: `--format '{{.Server.APIVersion}}'`)
+    Version(version::VersionArgs),
     /// Pull an image from a registry into the store
     Pull(pull::PullArgs),
     /// List images in the store
     Images(images::ImagesArgs),
-    /// Show an image's config as JSON
-    Inspect(images::InspectArgs),
+    /// Return low-level information on containers and images
+    Inspect(containers::InspectArgs),
     /// Remove images (a name untags; the image goes with its last name)
     Rmi(images::RmiArgs),
     /// Remove unused layers and blobs, then old images down to a size budget
@@ -65,7 +93,7 @@ impl Cli {
     /// Runs the parsed command and returns the process exit code.
     pub fn run(self) -> anyhow::Result<i32> {
         let quiet = match &self.command {
-            Command::Run(args) => args.quiet,
+            Command::Run(args) | Command::Create(args) => args.quiet,
             Command::Pull(args) => args.quiet,
             _ => false,
         };
@@ -82,9 +110,21 @@ impl Cli {
         .with_progress(std::sync::Arc::new(progress::Display::new(mode)));
         match self.command {
             Command::Run(args) => run::run(&engine, &args),
+            Command::Create(args) => run::create(&engine, &args),
+            Command::Start(args) => containers::start(&engine, &args),
+            Command::Stop(args) => containers::stop(&engine, &args),
+            Command::Kill(args) => containers::kill(&engine, &args),
+            Command::Restart(args) => containers::restart(&engine, &args),
+            Command::Rm(args) => containers::rm(&engine, &args),
+            Command::Exec(args) => exec::exec(&engine, &args),
+            Command::Ps(args) => containers::ps(&engine, &args),
+            Command::Logs(args) => containers::logs(&engine, &args),
+            Command::Wait(args) => containers::wait(&engine, &args),
+            Command::Version(args) => version::run(&args),
+            Command::Network(args) => network::run(&engine, &args),
             Command::Pull(args) => pull::run(&engine, &args),
             Command::Images(args) => images::list(&engine, &args),
-            Command::Inspect(args) => images::inspect(&engine, &args),
+            Command::Inspect(args) => containers::inspect(&engine, &args),
             Command::Rmi(args) => images::rmi(&engine, &args),
             Command::Gc(args) => gc::gc(&engine, &args),
             Command::Verify(args) => gc::verify(&engine, &args),
@@ -93,6 +133,31 @@ impl Cli {
             Command::Info(args) => info::run(&engine, &args),
         }
     }
+}
+
+/// Whether skiff was invoked as `docker` (a symlink): it then speaks docker's words exactly.
+pub fn as_docker() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n == "docker"))
+        .unwrap_or(false)
+}
+
+/// Prints a container command's failure as docker does (`Error response from daemon: No such
+/// container: x` as `docker`, `skiff: …` otherwise); the caller exits 1, as docker does.
+pub fn fail(err: &skiff::EngineError) {
+    let prefix = if as_docker() {
+        "Error response from daemon: "
+    } else {
+        "skiff: "
+    };
+    eprintln!("{prefix}{}", skiff::error_chain(err));
+}
+
+/// A `--format` template error, as an error of the command.
+pub fn template_error(err: skiff::template::TemplateError) -> anyhow::Error {
+    anyhow::Error::new(err)
 }
 
 /// Output formats shared by listing commands.

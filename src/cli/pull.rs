@@ -38,7 +38,13 @@ pub fn run(engine: &Engine, args: &PullArgs) -> anyhow::Result<i32> {
             report.elapsed
         );
         println!("Digest: {}", report.manifest);
-        println!("Status: Downloaded image for {}", reference.familiar());
+        // docker's words: a pull that fetched nothing found the image up to date.
+        let status = if report.downloaded_layers == 0 {
+            "Image is up to date for"
+        } else {
+            "Downloaded newer image for"
+        };
+        println!("Status: {status} {}", reference.familiar());
     }
     Ok(0)
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use skiff::{Engine, Network, PullPolicy, RunOptions, Seccomp, Volume};
+use skiff::{CreateOptions, Engine, Network, PullPolicy, RunOptions, Seccomp, Volume};
 use skiff::{LimitFlags, Limits};
 
 /// `--pull` values.
@@ -19,21 +19,22 @@ enum PullArg {
     Never,
 }
 
-/// `--network` values.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum NetworkArg {
-    /// The host's network.
-    Host,
-    /// No network (loopback only).
-    None,
-}
-
 /// Arguments of `skiff run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Remove the container when it exits (always done; accepted for docker compatibility)
+    /// Remove the container when it exits (a foreground run always is; with -d the monitor
+    /// removes it)
     #[arg(long)]
     rm: bool,
+    /// Run the container in the background and print its ID
+    #[arg(short, long)]
+    detach: bool,
+    /// Assign a name to the container (used with -d, and by create)
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Set metadata on a container (used with -d, and by create)
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
     /// Keep stdin open
     #[arg(short, long)]
     interactive: bool,
@@ -64,9 +65,13 @@ pub struct RunArgs {
     /// Container hostname
     #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
-    /// Network: host (default) or none
-    #[arg(long, value_enum, default_value = "host")]
-    network: NetworkArg,
+    /// Network: host (the default), none, or a network made with `network create` (host
+    /// networking; its members find each other by name)
+    #[arg(long, alias = "net", default_value = "host", value_name = "NETWORK")]
+    network: String,
+    /// A name for the container in its network (with --network NAME)
+    #[arg(long, alias = "net-alias", value_name = "ALIAS")]
+    network_alias: Vec<String>,
     /// Add a capability (or ALL)
     #[arg(long, value_name = "CAP")]
     cap_add: Vec<String>,
@@ -122,7 +127,8 @@ pub struct RunArgs {
 }
 
 /// Runs the command and returns its exit code.
-pub fn run(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
+/// The image, and the run options the flags give.
+fn options(args: &RunArgs) -> anyhow::Result<(&str, RunOptions)> {
     let (image, command) = args.args.split_first().context("an image is required")?;
     let volumes = args
         .volume
@@ -141,9 +147,13 @@ pub fn run(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
         tmpfs: args.tmpfs.clone(),
         read_only: args.read_only,
         hostname: args.hostname.clone(),
-        network: match args.network {
-            NetworkArg::Host => Network::Host,
-            NetworkArg::None => Network::None,
+        network: match args.network.as_str() {
+            "none" => Network::None,
+            "bridge" => anyhow::bail!(
+                "skiff has no bridge network: use --network host (the default), none, or a \
+                 network made with `skiff network create` (host networking, names resolved)"
+            ),
+            _ => Network::Host,
         },
         cap_add: args.cap_add.clone(),
         cap_drop: args.cap_drop.clone(),
@@ -161,11 +171,71 @@ pub fn run(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
         devices: args.device.clone(),
     };
     options.validate()?;
-    let pull = match args.pull {
+    Ok((image, options))
+}
+
+fn pull_policy(args: &RunArgs) -> PullPolicy {
+    match args.pull {
         PullArg::Missing => PullPolicy::Missing,
         PullArg::Always => PullPolicy::Always,
         PullArg::Never => PullPolicy::Never,
-    };
+    }
+}
+
+/// `--label KEY=VALUE` (or `KEY`, an empty value) as docker takes them.
+pub fn labels(args: &[String]) -> std::collections::BTreeMap<String, String> {
+    args.iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (l.clone(), String::new()),
+        })
+        .collect()
+}
+
+/// `skiff create`: prints the new container's id.
+pub fn create(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
+    let id = create_container(engine, args)?;
+    println!("{id}");
+    Ok(0)
+}
+
+fn create_container(engine: &Engine, args: &RunArgs) -> anyhow::Result<String> {
+    let (image, options) = options(args)?;
+    Ok(engine.create(
+        image,
+        &CreateOptions {
+            run: options,
+            name: args.name.clone(),
+            labels: labels(&args.label),
+            auto_remove: args.rm,
+            pull: pull_policy(args),
+            network: (args.network != "host" || !args.network_alias.is_empty())
+                .then(|| args.network.clone()),
+            network_aliases: args.network_alias.clone(),
+        },
+    )?)
+}
+
+pub fn run(engine: &Engine, args: &RunArgs) -> anyhow::Result<i32> {
+    if args.detach {
+        let id = create_container(engine, args)?;
+        if let Err(err) = engine.start(&id) {
+            // docker keeps a container that failed to start (unless --rm).
+            if args.rm {
+                let _ = engine.remove(&id, true);
+            }
+            return Err(err.into());
+        }
+        println!("{id}");
+        return Ok(0);
+    }
+    let (image, mut options) = options(args)?;
+    // A named network: its members' names, as a created container gets them.
+    options
+        .add_hosts
+        .extend(engine.network_hosts(&args.network, &args.network_alias)?);
+
+    let pull = pull_policy(args);
     let outcome = engine.run(image, &options, pull)?;
     if args.timings {
         eprint!("{}", outcome.timings.report());

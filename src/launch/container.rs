@@ -122,6 +122,10 @@ impl Executor for PayloadExecutor {
 pub(crate) struct Stdio {
     /// Replaces stdin (e.g. /dev/null without `-i`).
     pub stdin: Option<OwnedFd>,
+    /// Replaces stdout (a detached container's log pipe).
+    pub stdout: Option<OwnedFd>,
+    /// Replaces stderr (a detached container's log pipe).
+    pub stderr: Option<OwnedFd>,
     /// Console socket path for a TTY.
     pub console_socket: Option<PathBuf>,
 }
@@ -155,6 +159,12 @@ pub(crate) fn create(
         .with_executor(PayloadExecutor { seccomp });
     if let Some(stdin) = stdio.stdin {
         builder = builder.with_stdin(stdin);
+    }
+    if let Some(stdout) = stdio.stdout {
+        builder = builder.with_stdout(stdout);
+    }
+    if let Some(stderr) = stdio.stderr {
+        builder = builder.with_stderr(stderr);
     }
     let tty = stdio.console_socket.is_some();
     builder = builder.with_console_socket(stdio.console_socket);
@@ -377,4 +387,46 @@ fn is_zombie(pid: i32) -> bool {
                 .map(|(_, a)| a.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
+}
+
+/// Starts a process in a running container (libcontainer's tenant builder): it joins the
+/// init's namespaces and cgroup and runs `process` (a JSON process spec file), the executor
+/// loading `seccomp` as for the init. Returns the process's pid (a child of this process).
+pub(crate) fn exec_tenant(
+    id: &str,
+    bundle: &Path,
+    process: &Path,
+    stdio: Stdio,
+    seccomp: Option<seccomp::Loader>,
+) -> Result<Pid, RunError> {
+    let lc = |e: libcontainer::error::LibcontainerError| RunError::Container(Box::new(e));
+    let mut builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_root_path(bundle.join(STATE))
+        .map_err(lc)?
+        .with_executor(PayloadExecutor { seccomp });
+    if let Some(stdin) = stdio.stdin {
+        builder = builder.with_stdin(stdin);
+    }
+    let tty = stdio.console_socket.is_some();
+    builder = builder.with_console_socket(stdio.console_socket);
+    builder
+        .as_tenant()
+        .with_process(Some(process))
+        .with_detach(tty)
+        .build()
+        .map_err(lc)
+}
+
+/// What a job container whose monitor died leaves once its init is gone: its cgroups (root)
+/// and libcontainer's state. Its mounts were in the monitor's mount namespace and went with it.
+pub(crate) fn release_orphan(bundle: &Path, id: &str) {
+    if nix::unistd::geteuid().is_root() {
+        remove_leftover_cgroups(id);
+    }
+    let state = bundle.join(STATE);
+    if let Err(err) = std::fs::remove_dir_all(&state)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %state.display(), %err, "removing a dead container's state");
+    }
 }

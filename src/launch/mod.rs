@@ -7,7 +7,9 @@
 //! the caller, which hangs now and then from a multi-threaded one (youki #2425, #3011, #3027).
 
 mod container;
+mod detached;
 mod devices_bpf;
+mod exec;
 mod init;
 mod resources;
 mod rootfs;
@@ -22,10 +24,37 @@ use std::time::{Duration, Instant};
 
 use rootfs_cache::{ImageRecord, OverlayXattrs, Store, StoreError};
 
+pub use detached::{MonitorRequest, serve_monitor};
+pub(crate) use detached::{STDIN_FIFO, spawn as spawn_monitor};
+pub use exec::ExecOptions;
+pub(crate) use exec::exec;
 use oci_spec::image::Config as RunConfig;
 pub use resources::{LimitError, LimitFlags, Limits, Ulimit};
 use spec::SpecContext;
+pub(crate) use spec::parse_signal;
 pub use spec::{Network, RunOptions, Seccomp, SpecError, Volume};
+
+/// The container's command line (Entrypoint/Cmd with docker's override rules).
+pub(crate) fn command_line(
+    config: &RunConfig,
+    options: &RunOptions,
+) -> Result<Vec<String>, SpecError> {
+    spec::command(config, options)
+}
+
+/// The container's environment as docker records it (Config.Env): the image's, then
+/// `--env-file`, then `-e`.
+pub(crate) fn config_env(
+    config: &RunConfig,
+    options: &RunOptions,
+) -> Result<Vec<String>, SpecError> {
+    spec::exec_environment(
+        config.env().as_deref().unwrap_or_default(),
+        &options.env_files,
+        &options.env,
+        &|k| std::env::var(k).ok(),
+    )
+}
 
 /// Failures of a launch; skiff exits 125 on them (docker's "the engine failed").
 #[derive(Debug, thiserror::Error)]
@@ -279,6 +308,11 @@ pub fn in_user_namespace() -> bool {
     USER_NAMESPACE.get().is_some()
 }
 
+/// Cleans up after a job container whose monitor died, once its init is gone.
+pub(crate) fn release_orphan(bundle: &std::path::Path, id: &str) {
+    container::release_orphan(bundle, id);
+}
+
 /// Run directories whose lock nobody holds.
 fn dead_runs(store: &Store) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(store.root().join("runs")) else {
@@ -312,9 +346,9 @@ pub fn run(
     let prepared = prepare_namespace(store, rootless, options)?;
     let rootfs = assemble_rootfs(store, image, rootless)?;
     timings.mark("mount");
-    let (seccomp, v2_devices) = build_spec(&rootfs, config, options, prepared.mapping)?;
+    let (seccomp, v2_devices) = build_spec(&rootfs, config, options, prepared.mapping, false)?;
     timings.mark("spec");
-    let mut container = create_container(&rootfs, options, seccomp, v2_devices)?;
+    let mut container = create_container(&rootfs, options, seccomp, v2_devices, None, None)?;
     timings.mark("create");
     let (exit_code, reaped) = match prepared.signals.pending_termination() {
         // Interrupted during set-up: the payload never starts.
@@ -385,7 +419,8 @@ struct Assembled {
     dir: PathBuf,
     /// Dropped before `hold`: nothing is mounted when the directory goes.
     mounted: Mounted,
-    hold: rootfs_cache::RunHold,
+    /// A run's hold on its layers (a job container's directory holds them itself).
+    hold: Option<rootfs_cache::RunHold>,
 }
 
 impl Assembled {
@@ -418,7 +453,39 @@ fn assemble_rootfs(
         id,
         dir,
         mounted,
-        hold,
+        hold: Some(hold),
+    })
+}
+
+/// Mounts a job container's rootfs in its directory `dir` (held by the store as long as the
+/// container exists), keeping its writable layer from earlier starts.
+fn assemble_container_rootfs(
+    store: &Store,
+    id: &str,
+    dir: &std::path::Path,
+    diff_ids: &[rootfs_cache::Digest],
+    rootless: bool,
+) -> Result<Assembled, RunError> {
+    let mounted = Mounted(dir.to_owned());
+    let lowers: Vec<PathBuf> = diff_ids.iter().rev().map(|d| store.layer_dir(d)).collect();
+    let mut userxattr = rootless;
+    for d in diff_ids {
+        match store.layer(d)? {
+            Some(layer) => userxattr |= layer.overlay_xattrs == OverlayXattrs::User,
+            None => {
+                return Err(RunError::Launch(format!(
+                    "the image's layer {d} is missing from the store (run `skiff verify`, then \
+                     pull the image again)"
+                )));
+            }
+        }
+    }
+    rootfs::mount_overlay(dir, &lowers, userxattr)?;
+    Ok(Assembled {
+        id: id.to_owned(),
+        dir: dir.to_owned(),
+        mounted,
+        hold: None,
     })
 }
 
@@ -482,6 +549,7 @@ fn build_spec(
     config: &RunConfig,
     options: &RunOptions,
     mapping: Option<rootless::IdMapping>,
+    keep_seccomp: bool,
 ) -> Result<(Option<seccomp::Loader>, V2Devices), RunError> {
     let rootfs_dir = run.rootfs();
     let user_spec = options
@@ -566,6 +634,11 @@ fn build_spec(
         resources.set_devices(Some(rules));
         linux.set_resources(Some(resources));
     }
+    if keep_seccomp {
+        // An exec into a job container loads the same filter.
+        let filter = oci.linux().as_ref().and_then(|l| l.seccomp().clone());
+        exec::save_seccomp(&run.dir, filter.as_ref())?;
+    }
     let seccomp = seccomp::prepare(&mut oci, &run.dir)
         .map_err(|e| RunError::Launch(crate::error_chain(&e)))?;
     let config_path = run.dir.join("config.json");
@@ -590,9 +663,17 @@ fn create_container(
     options: &RunOptions,
     seccomp: Option<seccomp::Loader>,
     v2_devices: V2Devices,
+    outputs: Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+    input: Option<std::os::fd::OwnedFd>,
 ) -> Result<Launched, RunError> {
     let mut stdio = container::Stdio::default();
-    if !options.interactive && !options.tty {
+    if let Some((stdout, stderr)) = outputs {
+        stdio.stdout = Some(stdout);
+        stdio.stderr = Some(stderr);
+    }
+    if let Some(input) = input {
+        stdio.stdin = Some(input);
+    } else if !options.interactive && !options.tty {
         let null = std::fs::File::open("/dev/null").map_err(|source| RunError::Io {
             op: "opening",
             path: "/dev/null".into(),
@@ -697,6 +778,8 @@ fn cleanup(container: Launched, rootfs: Assembled, reaped: bool) -> Result<(), R
     drop(created);
     let Assembled { mounted, hold, .. } = rootfs;
     drop(mounted);
-    hold.release()?;
+    if let Some(hold) = hold {
+        hold.release()?;
+    }
     Ok(())
 }

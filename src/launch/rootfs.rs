@@ -45,13 +45,28 @@ pub(crate) fn mount_overlay(
     userxattr: bool,
 ) -> Result<(), RunError> {
     let links = run.join(LOWERS);
+    // A job container mounts again at each start: its upper dir (the writable layer) stays,
+    // the layer links and the work dir (which a volatile overlay marks as used) are made anew.
+    for dir in [links.as_path(), &run.join(WORK)] {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("removing", dir)(e));
+            }
+            _ => {}
+        }
+    }
     for dir in [
         links.as_path(),
         &run.join(UPPER),
         &run.join(WORK),
         &run.join(ROOTFS),
     ] {
-        std::fs::create_dir(dir).map_err(io("creating", dir))?;
+        match std::fs::create_dir(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(io("creating", dir)(e));
+            }
+            _ => {}
+        }
     }
     let mut lowerdir = String::new();
     for (i, layer) in lowers.iter().enumerate() {

@@ -245,3 +245,58 @@ fn make_root_slave() -> Result<(), RunError> {
         source: e,
     })
 }
+
+/// The mapping of the user namespace this process is already in, from /proc/self/uid_map and
+/// gid_map; `None` in the initial namespace (the whole id space mapped onto itself).
+pub(crate) fn current_mapping() -> Option<IdMapping> {
+    fn ranges(file: &str) -> Vec<(u32, u32, u32)> {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace().map(|n| n.parse::<u32>().ok());
+                Some((f.next()??, f.next()??, f.next()??))
+            })
+            .collect()
+    }
+    let uids = ranges("/proc/self/uid_map");
+    let gids = ranges("/proc/self/gid_map");
+    if uids.is_empty() || uids == [(0, 0, u32::MAX)] {
+        return None;
+    }
+    let sub = |r: &[(u32, u32, u32)]| r.iter().find(|(inner, _, _)| *inner == 1).map(|r| r.2);
+    Some(match (sub(&uids), sub(&gids)) {
+        (Some(uids), Some(gids)) => IdMapping::Full { uids, gids },
+        _ => IdMapping::Single,
+    })
+}
+
+/// Rootless exec: joins the user and cgroup namespaces of a job container's init (those of
+/// the monitor that made it), then, as root there, a private mount namespace with cgroup2 on
+/// /sys/fs/cgroup as the monitor had, so that libcontainer finds the container's cgroup.
+/// The process must be single-threaded and not yet in a user namespace of its own.
+pub(crate) fn join_container(init: i32) -> Result<IdMapping, RunError> {
+    for (ns, flag) in [
+        ("user", CloneFlags::CLONE_NEWUSER),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ] {
+        let path = format!("/proc/{init}/ns/{ns}");
+        let file = std::fs::File::open(&path).map_err(|source| RunError::Io {
+            op: "opening the container's namespace",
+            path: path.clone().into(),
+            source,
+        })?;
+        nix::sched::setns(&file, flag).map_err(|e| RunError::Sys {
+            op: if ns == "user" {
+                "joining the container's user namespace"
+            } else {
+                "joining the container's cgroup namespace"
+            },
+            source: e,
+        })?;
+    }
+    let mapping = current_mapping().unwrap_or(IdMapping::Single);
+    private_mounts()?;
+    mount_unified()?;
+    Ok(mapping)
+}

@@ -93,6 +93,19 @@ impl Signals {
     }
 }
 
+impl AsFd for Signals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Signals {
+    /// Reads and discards the pending signals.
+    pub(crate) fn drain(&self) {
+        while let Ok(Some(_)) = self.fd.read_signal() {}
+    }
+}
+
 impl Drop for Signals {
     fn drop(&mut self) {
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.previous), None);

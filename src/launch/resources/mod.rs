@@ -137,7 +137,8 @@ fn built<T>(part: &'static str, result: Result<T, OciSpecError>) -> Result<T, Li
 
 /// Resource limits of a container, docker's `HostConfig` resources: `None` (or an empty list)
 /// is no limit. [`Limits::from_flags`] parses them from docker's flags.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Limits {
     /// `--memory`: bytes (at least 6 MiB).
     pub memory: Option<i64>,

@@ -9,7 +9,7 @@ use super::{LimitError, built};
 pub(super) const UNLIMITED: u64 = u64::MAX;
 
 /// One `--ulimit NAME=SOFT[:HARD]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ulimit {
     /// docker's name (`nofile`, `nproc`, ...).
     pub name: String,

@@ -98,6 +98,39 @@ pub fn environment(
     Ok(env)
 }
 
+/// An exec's environment: the container's `base`, then `--env-file` files, then `-e`.
+pub fn exec_environment(
+    base: &[String],
+    env_files: &[std::path::PathBuf],
+    extra: &[String],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, SpecError> {
+    let mut env = base.to_vec();
+    for path in env_files {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::EnvFile {
+            path: path.clone(),
+            source,
+        })?;
+        for line in text.lines() {
+            let line = line.trim_start();
+            if !line.is_empty() && !line.starts_with('#') {
+                add_env(&mut env, line, lookup);
+            }
+        }
+    }
+    for entry in extra {
+        if entry.is_empty() || entry.starts_with('=') {
+            return Err(SpecError::Invalid {
+                what: "environment variable",
+                value: entry.clone(),
+                reason: "expected KEY=VALUE or KEY".into(),
+            });
+        }
+        add_env(&mut env, entry, lookup);
+    }
+    Ok(env)
+}
+
 /// Parses a signal as docker does: `SIGTERM`, `TERM`, `term` or a number.
 pub fn parse_signal(arg: &str) -> Result<nix::sys::signal::Signal, SpecError> {
     let invalid = || SpecError::Invalid {

@@ -25,7 +25,7 @@ use oci_spec::runtime::{
 };
 
 pub use capabilities::capabilities;
-pub use command::{command, environment, parse_signal};
+pub use command::{command, environment, exec_environment, parse_signal};
 pub(crate) use devices::host_devices;
 pub use devices::{HostDevice, parse_device};
 pub use hosts::extra_host;
@@ -34,6 +34,7 @@ pub use user::{User, group_add, resolve_user};
 
 use devices::{STANDARD_DEVICES, set_devices};
 use mounts::{MASKED_PATHS, READONLY_PATHS, bind, default_mounts, tmpfs};
+pub use process::exec_process;
 use process::process;
 
 /// Errors turning an image config and run options into a runtime spec (exit code 125).
@@ -102,7 +103,7 @@ fn built<T>(part: &'static str, result: Result<T, OciSpecError>) -> Result<T, Sp
 }
 
 /// The container's network.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Network {
     /// The host's network namespace (docker's `--network host`).
     #[default]
@@ -112,7 +113,7 @@ pub enum Network {
 }
 
 /// The container's seccomp filter (`--security-opt seccomp=…`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Seccomp {
     /// docker's default profile, resolved for the container's capabilities and architecture.
     #[default]
@@ -124,7 +125,8 @@ pub enum Seccomp {
 }
 
 /// What `skiff run` was asked for, beyond the image.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RunOptions {
     /// Arguments after the image: replace the image's Cmd.
     pub command: Vec<String>,

@@ -98,7 +98,7 @@ const BIND_OPTIONS: [&str; 2] = ["rbind", "rprivate"];
 const TMPFS_OPTIONS: [&str; 3] = ["nosuid", "nodev", "noexec"];
 
 /// A bind mount from the host (`-v host:container[:ro]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
     /// Absolute host path.
     pub host: PathBuf,

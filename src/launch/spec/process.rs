@@ -9,6 +9,18 @@ use super::capabilities::{
 };
 use super::{RunOptions, SpecError, User, built};
 
+/// An exec's process: as the container's, for the exec's command, environment, directory and
+/// user (`options` carries the container's capability flags and the exec's `--privileged`).
+pub fn exec_process(
+    argv: Vec<String>,
+    env: Vec<String>,
+    cwd: &str,
+    user: &User,
+    options: &RunOptions,
+) -> Result<Process, SpecError> {
+    process(argv, env, cwd, user, options)
+}
+
 /// The container's process.
 pub(super) fn process(
     argv: Vec<String>,

@@ -1,5 +1,11 @@
 //! The embedding API: one [`Engine`] per store root does what the CLI does.
 
+mod containers;
+mod networks;
+
+pub use containers::{ContainerSummary, CreateOptions};
+pub use networks::NetworkSummary;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -53,6 +59,9 @@ pub enum EngineError {
     /// The async runtime could not start.
     #[error("starting the I/O runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// A job container command failed.
+    #[error(transparent)]
+    Container(#[from] crate::containers::ContainerError),
 }
 
 /// How to open an [`Engine`].
@@ -66,6 +75,9 @@ pub struct EngineOptions {
     pub auth_files: Option<AuthFiles>,
     /// Retry and timeout policy for registries.
     pub retry: Option<RetryPolicy>,
+    /// The program that monitors detached containers (default: this program, which then
+    /// calls [`crate::serve_monitor_if_requested`] first in `main`; the `skiff` binary does).
+    pub monitor_program: Option<PathBuf>,
 }
 
 /// A handle on one skiff store and the host it runs on.
@@ -77,6 +89,7 @@ pub struct Engine {
     auth: AuthFiles,
     retry: RetryPolicy,
     progress: Arc<dyn Progress>,
+    monitor_program: PathBuf,
 }
 
 impl std::fmt::Debug for Engine {
@@ -156,6 +169,9 @@ impl Engine {
                 ..RetryPolicy::default()
             }),
             progress: Arc::new(Silent),
+            monitor_program: options
+                .monitor_program
+                .unwrap_or_else(|| PathBuf::from("/proc/self/exe")),
         })
     }
 
@@ -470,7 +486,7 @@ impl Engine {
         options: &crate::launch::RunOptions,
         pull: crate::launch::PullPolicy,
     ) -> Result<crate::launch::RunOutcome, EngineError> {
-        use crate::launch::{self, PullPolicy, Timings};
+        use crate::launch::{self, Timings};
         let mut timings = Timings::new();
         let store = self.store()?;
         if !self.rootless
@@ -479,6 +495,34 @@ impl Engine {
             tracing::warn!(err = %crate::error_chain(&err), "sweeping dead runs");
         }
         self.enter_store_namespace()?;
+        let (record, config) = self.resolve_image(&store, image, pull, &mut timings)?;
+        let run_config = config.run_config();
+        launch::run(
+            &store,
+            &record,
+            &run_config,
+            options,
+            self.rootless,
+            timings,
+        )
+        .map_err(|e| EngineError::Run(Box::new(e)))
+    }
+
+    /// Rootless: enters the user namespace every store-writing operation runs in, so that
+    /// layers keep the image's owners (with an /etc/subuid range) and gc can remove them.
+    /// Called by those operations themselves; once entered, the process stays inside. As root
+    /// it does nothing. The process must still be single-threaded (an unshare of the user
+    /// namespace, and later the container launch, need it): an embedder with threads runs
+    /// skiff in a helper process.
+    /// The image a run or create uses, pulled first as `pull` says, and its parsed config.
+    pub(crate) fn resolve_image(
+        &self,
+        store: &Store,
+        image: &str,
+        pull: crate::launch::PullPolicy,
+        timings: &mut crate::launch::Timings,
+    ) -> Result<(ImageRecord, crate::image::ImageConfig), EngineError> {
+        use crate::launch::PullPolicy;
         let reference = Reference::parse(image);
         let local = match (pull, &reference) {
             (PullPolicy::Always, Ok(_)) => None,
@@ -517,24 +561,9 @@ impl Engine {
                 reason: crate::error_chain(&e),
             })
         })?;
-        let run_config = config.run_config();
-        launch::run(
-            &store,
-            &record,
-            &run_config,
-            options,
-            self.rootless,
-            timings,
-        )
-        .map_err(|e| EngineError::Run(Box::new(e)))
+        Ok((record, config))
     }
 
-    /// Rootless: enters the user namespace every store-writing operation runs in, so that
-    /// layers keep the image's owners (with an /etc/subuid range) and gc can remove them.
-    /// Called by those operations themselves; once entered, the process stays inside. As root
-    /// it does nothing. The process must still be single-threaded (an unshare of the user
-    /// namespace, and later the container launch, need it): an embedder with threads runs
-    /// skiff in a helper process.
     fn enter_store_namespace(&self) -> Result<(), EngineError> {
         if !self.rootless || crate::launch::in_user_namespace() {
             return Ok(());
