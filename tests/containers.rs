@@ -713,3 +713,146 @@ fn errors_name_what_failed() {
             .any(|_| true)
     );
 }
+
+/// `exec -t` gets a terminal of the caller's size; `exec --privileged` every capability;
+/// signals to `exec` reach the command; `kill -s` signals the payload and `kill` kills it;
+/// `inspect` finds images too.
+fn exec_tty_privileged_and_signals() {
+    let env = RunEnv::new().pulled();
+    let img = env.busybox();
+    let script = "trap 'echo usr1' USR1; echo up; while true; do sleep 0.1; done";
+    let id = ok(
+        &env,
+        &["run", "-d", "--name", "sig", &img, "sh", "-c", script],
+    );
+    let id = id.trim().to_owned();
+    wait_until("the payload's first line", || {
+        ok(&env, &["logs", "sig"]) == "up\n"
+    });
+
+    // `script` gives skiff a pseudo-terminal of its own, 37 rows x 111 columns.
+    let skiff = env.cmd(&[]).get_program().to_string_lossy().into_owned();
+    let inner = format!(
+        "stty rows 37 cols 111; {skiff} exec -t sig sh -c 'tty; stty size; test -t 0 && echo stdin-is-tty; exit 4'"
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qefc", &inner, "/dev/null"]);
+    for (k, v) in env.cmd(&[]).get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("37 111"), "{text}");
+    // The terminal is its stdin too (docker's exec -t: without -i nothing is typed into it).
+    assert!(text.contains("stdin-is-tty"), "{text}");
+
+    let caps = |args: &[&str]| {
+        let mut full = vec!["exec"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["sig", "sh", "-c", "grep CapEff /proc/self/status"]);
+        ok(&env, &full)
+    };
+    let default = caps(&[]);
+    let privileged = caps(&["--privileged"]);
+    assert_eq!(default, "CapEff:\t00000000a80425fb\n");
+    // Every capability: as root those of root's bounding set (this host's root lacks
+    // CAP_SYS_RESOURCE), rootless all the kernel has (in the container's user namespace).
+    let bounding = if nix::unistd::geteuid().is_root() {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("CapBnd:\t").map(str::to_owned))
+            .unwrap()
+    } else {
+        let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        format!("{:016x}", (1u64 << (last + 1)) - 1)
+    };
+    assert_eq!(privileged, format!("CapEff:\t{bounding}\n"));
+
+    // SIGTERM to `exec` reaches the command, whose exit code comes back.
+    let mut child = env
+        .cmd(&[
+            "exec",
+            "sig",
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(
+        (child.wait().unwrap().code(), rest.as_str()),
+        (Some(7), "got TERM\n")
+    );
+
+    // kill -s USR1: the payload's trap runs; kill: SIGKILL, exit 137.
+    assert_eq!(ok(&env, &["kill", "-s", "USR1", "sig"]), "sig\n");
+    wait_until("the USR1 trap", || {
+        ok(&env, &["logs", "sig"]) == "up\nusr1\n"
+    });
+    assert_eq!(ok(&env, &["kill", "sig"]), "sig\n");
+    assert_eq!(ok(&env, &["wait", "sig"]), "137\n");
+    let (code, _, stderr) = sk(&env, &["kill", "-s", "NOSUCH", &id]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("NOSUCH"), "{stderr}");
+
+    // run -d -t: the payload's terminal output is logged.
+    let tid = ok(&env, &["run", "-d", "-t", &img, "sh", "-c", "tty"]);
+    assert_eq!(ok(&env, &["wait", tid.trim()]), "0\n");
+    assert!(ok(&env, &["logs", tid.trim()]).starts_with("/dev/pts/"));
+    ok(&env, &["rm", tid.trim()]);
+
+    // inspect takes images as well as containers.
+    let image_id = ok(&env, &["inspect", "--format", "{{.Image}}", "sig"]);
+    assert!(image_id.starts_with("sha256:"), "{image_id}");
+    assert_eq!(
+        ok(&env, &["inspect", "--format", "{{.Id}}", &img]),
+        image_id
+    );
+    assert_eq!(
+        ok(
+            &env,
+            &["inspect", "--type", "image", "--format", "{{.Id}}", &img]
+        ),
+        image_id
+    );
+    let (code, _, stderr) = sk(&env, &["inspect", "--type", "container", &img]);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (1, format!("Error: No such container: {img}\n").as_str())
+    );
+    ok(&env, &["rm", "sig"]);
+}
+
+#[test]
+fn exec_tty_privileged_and_signals_as_root() {
+    require_root();
+    exec_tty_privileged_and_signals();
+}
+
+rootless_test!(
+    exec_tty_privileged_and_signals_rootless,
+    exec_tty_privileged_and_signals,
+    env = common::rootless_env
+);

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
 use skiff::{AuthFiles, Engine, EngineOptions, Reference};
 use skiff_test_rig::{Compression, Format, Registry, busybox};
 
@@ -118,3 +120,69 @@ fn notices_and_layer_progress_reach_the_embedders_progress() {
         ]
     );
 }
+
+/// The job container life cycle through `skiff::Engine` alone: examples/job_container.rs, a
+/// program that embeds skiff (and serves its own monitor), run as its own process, since a
+/// launch must start from a single-threaded process.
+fn engine_runs_job_containers() {
+    let env = common::run::RunEnv::new().pulled();
+    let example = std::env::var_os("SKIFF_TEST_EXAMPLE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(example_path);
+    let out = std::process::Command::new(&example)
+        .args([env.root().as_os_str(), env.busybox().as_ref()])
+        .env("HOME", env.dir.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "created 64\nin test\nexec 3\nrunning 1 Some((\"lib-job\", \"running\"))\n\
+         inspect true \"1\"\nstopped 137\nkept\nexec 0\nkilled 137\n\
+         logs \"started\\nstarted\\n\"\nleft 0\n"
+    );
+}
+
+/// examples/job_container, built by `cargo test` (a whole-package test run builds examples).
+fn example_path() -> std::path::PathBuf {
+    let path = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/job_container");
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo test` for the whole package (or `cargo build --example \
+         job_container`)",
+        path.display()
+    );
+    path
+}
+
+/// The rootless child's environment: skiff and the example where the test user can run them.
+fn example_env() -> Vec<(String, std::ffi::OsString)> {
+    let mut env = common::rootless_env();
+    let shared = skiff_test_rig::rootless::share_binary(&example_path());
+    env.push(("SKIFF_TEST_EXAMPLE".into(), shared.into_os_string()));
+    env
+}
+
+#[test]
+fn engine_runs_job_containers_as_root() {
+    skiff_test_rig::require_root();
+    engine_runs_job_containers();
+}
+
+skiff_test_rig::rootless_test!(
+    engine_runs_job_containers_rootless,
+    engine_runs_job_containers,
+    env = example_env
+);

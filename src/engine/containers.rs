@@ -632,14 +632,18 @@ impl Engine {
     /// (126/127 when it cannot be run), or 0 at once with `detach`.
     ///
     /// The process must be single-threaded; rootless, it must not have pulled or run anything
-    /// before (it joins the container's user namespace).
+    /// before (it joins the container's user namespace), unless it is in that namespace
+    /// already (an earlier exec into a container whose monitor this process started).
     pub fn exec(&self, name: &str, options: &ExecOptions) -> Result<i32, EngineError> {
         let (_, dir, record) = self.find_container(name)?;
         let (state, live) = live_state(&dir)?;
         if !live.running() {
             return Err(ContainerError::NotRunning(record.id).into());
         }
-        if self.rootless && crate::launch::in_user_namespace() {
+        if self.rootless
+            && crate::launch::in_user_namespace()
+            && !crate::launch::same_user_namespace(state.pid)
+        {
             return Err(EngineError::Run(Box::new(crate::launch::RunError::Launch(
                 "exec must join the container's user namespace, and this process already \
                  entered skiff's own (exec from a fresh process)"

@@ -260,7 +260,12 @@ fn start(store: &Store, dir: &ContainerDir, id: &str) -> Result<Started, StartEr
     let rootless = !nix::unistd::geteuid().is_root() || rootless::current_mapping().is_some();
     let (mapping, unified) = if rootless {
         let mapping = match rootless::current_mapping() {
-            Some(m) => m,
+            // Started from a process in skiff's user namespace (an embedder's): mounts of
+            // its own all the same, none left in the starter's namespace.
+            Some(m) => {
+                rootless::private_mounts()?;
+                m
+            }
             None => super::enter_user_namespace()?,
         };
         (Some(mapping), false)

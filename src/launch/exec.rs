@@ -92,9 +92,13 @@ pub(crate) fn exec(
     }
     super::wait_single_threaded()?;
     let signals = stdio::Signals::block()?;
-    let rootless = !nix::unistd::geteuid().is_root();
+    let rootless = !nix::unistd::geteuid().is_root() || super::in_user_namespace();
     let mapping = if rootless {
-        Some(rootless::join_container(init)?)
+        let mapping = rootless::join_container(init)?;
+        // The container's user namespace maps what skiff's own does: later store work in
+        // this process (an embedder's next call) stays in it.
+        super::joined_user_namespace(mapping);
+        Some(mapping)
     } else {
         if unified {
             rootless::private_mounts()?;
@@ -181,23 +185,17 @@ pub(crate) fn exec(
         stdio.stdin = Some(open_null()?);
     }
     let console = if options.tty {
-        let path = bundle.join(format!("exec-{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let listener =
-            std::os::unix::net::UnixListener::bind(&path).map_err(|source| RunError::Io {
-                op: "binding the console socket",
-                path: path.clone(),
-                source,
-            })?;
-        stdio.console_socket = Some(path.clone());
-        Some((listener, RemoveOnDrop(path)))
+        let socket =
+            stdio::ConsoleSocket::bind(&bundle.join(format!("exec-{}.sock", std::process::id())))?;
+        stdio.console_socket = Some(socket.path.clone());
+        Some(socket)
     } else {
         None
     };
     let pid = container::exec_tenant(id, bundle, &process_path, stdio, loader)?;
     let pty = match &console {
-        Some((listener, _)) => {
-            let master = stdio::receive_pty(listener)?;
+        Some(socket) => {
+            let master = stdio::receive_pty(&socket.listener)?;
             stdio::prepare_pty(&master);
             Some(master)
         }

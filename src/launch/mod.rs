@@ -303,6 +303,16 @@ pub fn enter_user_namespace() -> Result<rootless::IdMapping, RunError> {
     Ok(mapping)
 }
 
+/// Records that this process joined a container's user namespace (the same mapping as its own).
+pub(crate) fn joined_user_namespace(mapping: rootless::IdMapping) {
+    let _ = USER_NAMESPACE.set(mapping);
+}
+
+/// Whether this process is in the user namespace of process `pid`.
+pub fn same_user_namespace(pid: i32) -> bool {
+    rootless::same_namespace(pid, "user")
+}
+
 /// Whether this process already entered its rootless user namespace.
 pub fn in_user_namespace() -> bool {
     USER_NAMESPACE.get().is_some()
@@ -682,15 +692,9 @@ fn create_container(
         stdio.stdin = Some(null.into());
     }
     let console = if options.tty {
-        let path = run.dir.join("console.sock");
-        let listener =
-            std::os::unix::net::UnixListener::bind(&path).map_err(|source| RunError::Io {
-                op: "binding the console socket",
-                path: path.clone(),
-                source,
-            })?;
-        stdio.console_socket = Some(path);
-        Some(listener)
+        let socket = stdio::ConsoleSocket::bind(&run.dir.join("console.sock"))?;
+        stdio.console_socket = Some(socket.path.clone());
+        Some(socket)
     } else {
         None
     };
@@ -713,8 +717,8 @@ fn create_container(
         devices_bpf::attach(&cgroup, &rules)?;
     }
     let pty = match &console {
-        Some(listener) => {
-            let master = stdio::receive_pty(listener)?;
+        Some(socket) => {
+            let master = stdio::receive_pty(&socket.listener)?;
             stdio::prepare_pty(&master);
             Some(master)
         }

@@ -271,15 +271,31 @@ pub(crate) fn current_mapping() -> Option<IdMapping> {
     })
 }
 
+/// Whether this process is in the namespace `ns` (user, cgroup...) of process `pid`.
+pub(crate) fn same_namespace(pid: i32, ns: &str) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (
+        std::fs::metadata(format!("/proc/self/ns/{ns}")),
+        std::fs::metadata(format!("/proc/{pid}/ns/{ns}")),
+    ) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Rootless exec: joins the user and cgroup namespaces of a job container's init (those of
 /// the monitor that made it), then, as root there, a private mount namespace with cgroup2 on
 /// /sys/fs/cgroup as the monitor had, so that libcontainer finds the container's cgroup.
-/// The process must be single-threaded and not yet in a user namespace of its own.
+/// The process must be single-threaded and not in another user namespace (one it is in
+/// already, as after an earlier exec into a container its monitor shares, is kept).
 pub(crate) fn join_container(init: i32) -> Result<IdMapping, RunError> {
     for (ns, flag) in [
         ("user", CloneFlags::CLONE_NEWUSER),
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
     ] {
+        if same_namespace(init, ns) {
+            continue;
+        }
         let path = format!("/proc/{init}/ns/{ns}");
         let file = std::fs::File::open(&path).map_err(|source| RunError::Io {
             op: "opening the container's namespace",
@@ -297,6 +313,13 @@ pub(crate) fn join_container(init: i32) -> Result<IdMapping, RunError> {
     }
     let mapping = current_mapping().unwrap_or(IdMapping::Single);
     private_mounts()?;
-    mount_unified()?;
+    match mount_unified() {
+        // The same cgroup2 view is mounted there already (an earlier exec of this process).
+        Err(RunError::Sys {
+            source: nix::errno::Errno::EBUSY,
+            ..
+        }) => {}
+        other => other?,
+    }
     Ok(mapping)
 }

@@ -331,3 +331,70 @@ fn drain(master: BorrowedFd<'_>, out: BorrowedFd<'_>, buf: &mut [u8]) {
         write_all(out, &buf[..n]);
     }
 }
+
+/// A listening console socket for libcontainer; removed (with its private directory) on drop.
+pub(crate) struct ConsoleSocket {
+    /// Where the container's init sends the pty master.
+    pub listener: std::os::unix::net::UnixListener,
+    /// The socket's path, for libcontainer.
+    pub path: std::path::PathBuf,
+    /// A private directory made for it, when `preferred` was too long.
+    dir: Option<std::path::PathBuf>,
+}
+
+/// The longest path a Unix socket address holds (sun_path, with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+impl ConsoleSocket {
+    /// Binds `preferred`, or, when that path is too long for a socket address (a container's
+    /// directory deep in a store can be), a socket in a new private directory of the temp dir.
+    pub fn bind(preferred: &std::path::Path) -> Result<Self, RunError> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let (path, dir) = if preferred.as_os_str().len() <= MAX_SOCKET_PATH {
+            (preferred.to_owned(), None)
+        } else {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let dir = std::env::temp_dir()
+                .join(format!("skiff-console-{}-{nanos:x}", std::process::id()));
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|source| RunError::Io {
+                    op: "creating a directory for the console socket",
+                    path: dir.clone(),
+                    source,
+                })?;
+            (dir.join("console.sock"), Some(dir))
+        };
+        let _ = std::fs::remove_file(&path);
+        match std::os::unix::net::UnixListener::bind(&path) {
+            Ok(listener) => Ok(Self {
+                listener,
+                path,
+                dir,
+            }),
+            Err(source) => {
+                if let Some(dir) = &dir {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                Err(RunError::Io {
+                    op: "binding the console socket",
+                    path,
+                    source,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
