@@ -23,7 +23,9 @@ fn main() -> ExitCode {
     match cli.run() {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXIT_ENGINE_FAILED)),
         Err(err) => {
-            eprintln!("skiff: {}", skiff::error_chain(err.as_ref()));
+            // As `docker`, docker's prefix (`docker: No such image…`).
+            let name = if cli::as_docker() { "docker" } else { "skiff" };
+            eprintln!("{name}: {}", skiff::error_chain(err.as_ref()));
             ExitCode::from(EXIT_ENGINE_FAILED)
         }
     }

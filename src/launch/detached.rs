@@ -59,7 +59,10 @@ pub(crate) fn spawn(program: &Path, root: &Path, id: &str) -> Result<(), Contain
         source: e.into(),
     })?;
     let mut cmd = std::process::Command::new(program);
-    cmd.env(ENV, format!("{}\n{id}", root.display()))
+    // What `ps` shows of it: `skiff monitor <id>` (the request is in the environment).
+    cmd.arg0("skiff")
+        .args(["monitor", id.get(..12).unwrap_or(id)])
+        .env(ENV, format!("{}\n{id}", root.display()))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());

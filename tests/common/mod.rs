@@ -33,6 +33,26 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
+/// A test that failed half-way leaves no container running on the machine: whatever is in
+/// the store is removed with `rm -f` before the store goes.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.root().join("containers")) else {
+            return;
+        };
+        let ids: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 64)
+            .collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = self.cmd(&args).output();
+        }
+    }
+}
+
 impl Env {
     /// Fast failure in tests: two attempts, short stall timeout.
     pub fn new() -> Self {
