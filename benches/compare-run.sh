@@ -163,7 +163,7 @@ as_user "$SKIFF" --root "$W/rootless/skiff" pull -q "$IMAGE" >/dev/null
 root_env podman pull -q "$IMAGE" >/dev/null
 as_user podman pull -q "$IMAGE" >/dev/null
 diff_ids=$("$SKIFF" --root "$W/root/skiff" inspect "$IMAGE" |
-  python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["Config"]["rootfs"]["diff_ids"]))')
+  python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)[0]["Config"]["rootfs"]["diff_ids"]))')
 [ "$(wc -w <<<"$diff_ids")" = 1 ] || { echo "expected a one-layer image: $diff_ids" >&2; exit 1; }
 LAYER=$W/root/skiff/layers/sha256/${diff_ids#sha256:}/fs
 [ -x "$LAYER/bin/true" ] || { echo "no /bin/true in $LAYER" >&2; exit 1; }

@@ -97,8 +97,11 @@ fn pulls_oci_and_docker_images_and_shares_layers() {
     // By digest too; the config survives for inspect.
     let by_digest = format!("{host}/apps/oci@{}", oci.manifest.digest);
     assert_eq!(pull_q(&env, &by_digest), oci.manifest.digest.to_string());
-    let inspect: serde_json::Value =
+    // An array, as docker's inspect prints (containers and images alike).
+    let inspected: serde_json::Value =
         serde_json::from_str(&env.ok(&["inspect", &format!("{host}/apps/oci:1.0")])).unwrap();
+    assert_eq!(inspected.as_array().map(Vec::len), Some(1), "{inspected}");
+    let inspect = &inspected[0];
     assert_eq!(inspect["Id"], oci.config.digest.to_string());
     assert_eq!(inspect["Config"]["config"]["Cmd"], serde_json::json!(null));
     assert_eq!(
