@@ -368,3 +368,34 @@ fn wrong_bytes_after_a_resume_fail_the_digest_and_commit_nothing() {
     );
     assert_eq!(blob[1].2, Some("CorruptRanged"));
 }
+
+/// A token endpoint that answers 2 MiB (valid JSON, padded): the reply is cut at the 1 MiB
+/// bound, the pull fails naming the token request, at most `retries` replies are read, and the
+/// store is left consistent and empty.
+#[test]
+fn oversized_token_replies_are_cut_at_their_bound() {
+    let registry = Registry::start_with(RegistryOptions {
+        token_auth: Some(TokenAuth {
+            users: vec![("bob".into(), "pw".into())],
+            anonymous_pull: true,
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    let image = busybox::image(Format::Oci, Compression::Gzip).unwrap();
+    registry.push_image("team/app", "1", &image).unwrap();
+    let server = registry.token_server().unwrap();
+    let name = format!("{}/team/app:1", registry.host());
+    // Within the bound, padding is harmless.
+    server.pad_replies(64 * 1024);
+    let env = Env::with_config(FAST);
+    env.ok(&["pull", "-q", &name]);
+    // Beyond it, refused.
+    server.pad_replies(2 << 20);
+    let before = server.token_requests();
+    let env = Env::with_config(FAST);
+    let stderr = pull_fails(&env, &name, &["token", "1048576"]);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let asked = server.token_requests() - before;
+    assert!((1..=2).contains(&asked), "{asked} token requests");
+}

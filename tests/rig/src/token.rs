@@ -144,6 +144,8 @@ struct Shared {
     count: AtomicUsize,
     log: std::sync::Mutex<Vec<TokenRequest>>,
     next_jti: AtomicUsize,
+    /// Bytes of whitespace appended to each token reply (a hostile endpoint).
+    padding: AtomicUsize,
 }
 
 /// A token endpoint on 127.0.0.1 (`GET /token?service=…&scope=…`); stopped on drop.
@@ -194,6 +196,7 @@ impl TokenServer {
             count: AtomicUsize::new(0),
             log: std::sync::Mutex::new(Vec::new()),
             next_jti: AtomicUsize::new(0),
+            padding: AtomicUsize::new(0),
         });
         let accept_shared = Arc::clone(&shared);
         let accept = std::thread::Builder::new()
@@ -240,6 +243,12 @@ impl TokenServer {
     /// The signing certificate (PEM), the registry's `rootcertbundle`.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// From now on, every token reply carries `bytes` of whitespace after its JSON (still
+    /// valid JSON): a hostile or broken endpoint that answers more than any token needs.
+    pub fn pad_replies(&self, bytes: usize) {
+        self.shared.padding.store(bytes, Ordering::SeqCst);
     }
 
     /// How many requests the endpoint has received (granted or refused).
@@ -508,7 +517,8 @@ fn serve(shared: &Shared, mut stream: TcpStream) -> Result<()> {
         "expires_in": EXPIRES_IN,
         "issued_at": rfc3339(unix_now()),
     })
-    .to_string();
+    .to_string()
+        + &" ".repeat(shared.padding.load(Ordering::SeqCst));
     record(user, 200);
     let result = respond(&mut stream, 200, "OK", "", &body);
     let _ = stream.shutdown(Shutdown::Write);
