@@ -5,13 +5,22 @@
 #   scripts/fuzz.sh [--ci] T…  only the named targets
 # Each target starts from its committed seeds (fuzz/corpus/T) plus what earlier runs here
 # found (fuzz/target/corpus/T, not committed). A crash fails the script; its input is left in
-# fuzz/artifacts/T/: fix it and turn it into a unit test next to the parser.
+# fuzz/artifacts/T/: fix it and turn it into a unit test next to the parser. Runs for people
+# (not --ci) add a line to fuzz/hours.tsv (date, target, seconds, executions), the record of how
+# long each target has run in total (scripts/fuzz.sh --hours sums it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 seconds=${FUZZ_SECONDS:-600}
+record=1
+if [ "${1:-}" = "--hours" ]; then
+  awk -F'\t' 'NR > 1 { s[$2] += $3; n[$2] += $4 } END { for (t in s) printf "%-16s %6.2f h %14d runs\n", t, s[t] / 3600, n[t] }' \
+    fuzz/hours.tsv | sort
+  exit 0
+fi
 if [ "${1:-}" = "--ci" ]; then
   seconds=${FUZZ_CI_SECONDS:-20}
+  record=0
   shift
 fi
 cd fuzz
@@ -28,6 +37,11 @@ for t in "${targets[@]}"; do
     -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1 \
     || status=$?
   grep -E 'stat::number_of_executed_units|stat::peak_rss_mb|panicked|SUMMARY|Test unit written' "$log" || true
+  if [ "$record" = 1 ] && [ "$status" -eq 0 ]; then
+    runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo 0)
+    [ -f hours.tsv ] || printf 'date\ttarget\tseconds\texecutions\n' >hours.tsv
+    printf '%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$t" "$seconds" "$runs" >>hours.tsv
+  fi
   if [ "$status" -ne 0 ]; then
     tail -40 "$log" >&2
     echo "fuzz.sh: $t found a crash (see fuzz/artifacts/$t/ and fuzz/$log)" >&2
