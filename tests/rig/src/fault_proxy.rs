@@ -208,7 +208,23 @@ struct Shared {
     shutdown: AtomicBool,
     clients: Mutex<Vec<(u64, TcpStream)>>,
     next_id: AtomicU64,
+    link: Mutex<Link>,
+    /// When the shared link is next free to send (the bandwidth limit's clock).
+    link_free_at: Mutex<Instant>,
 }
+
+/// A worker-like link between skiff and the registry: a bandwidth shared by every connection
+/// through the proxy, and a round-trip delay (one per request, one more per new connection).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Link {
+    /// Response body bytes per second, all connections together; `None`: unlimited.
+    pub bytes_per_sec: Option<u64>,
+    /// The round-trip time added before each response (and once for each new connection).
+    pub round_trip: Duration,
+}
+
+/// Bytes sent in one step of the bandwidth limit.
+const LINK_STEP: usize = 16 * 1024;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -225,6 +241,29 @@ impl Shared {
             .find(|(f, used)| f.applies(path, ranged) && *used < f.times())?;
         *used += 1;
         Some(fault.clone())
+    }
+
+    /// Waits until the shared link has carried `bytes` more (nothing with no limit).
+    fn pace(&self, bytes: usize) {
+        let Some(rate) = lock(&self.link).bytes_per_sec.filter(|r| *r > 0) else {
+            return;
+        };
+        let cost = Duration::from_secs_f64(bytes as f64 / rate as f64);
+        let done = {
+            let mut free = lock(&self.link_free_at);
+            let start = (*free).max(Instant::now());
+            *free = start + cost;
+            *free
+        };
+        self.sleep(done.saturating_duration_since(Instant::now()));
+    }
+
+    /// One round trip of the link.
+    fn round_trip(&self) {
+        let rtt = lock(&self.link).round_trip;
+        if !rtt.is_zero() {
+            self.sleep(rtt);
+        }
     }
 
     /// Sleeps for `duration`, waking early on shutdown.
@@ -260,7 +299,17 @@ impl std::fmt::Debug for FaultProxy {
 impl FaultProxy {
     /// Starts a proxy to `upstream` on a free 127.0.0.1 port, injecting `faults`.
     pub fn start(upstream: SocketAddr, faults: Vec<Fault>) -> Result<FaultProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("binding the fault proxy")?;
+        Self::start_on("127.0.0.1:0".parse()?, upstream, faults)
+    }
+
+    /// Starts a proxy to `upstream` listening on `listen`, injecting `faults`.
+    pub fn start_on(
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        faults: Vec<Fault>,
+    ) -> Result<FaultProxy> {
+        let listener = TcpListener::bind(listen)
+            .with_context(|| format!("binding the fault proxy to {listen}"))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             upstream,
@@ -269,6 +318,8 @@ impl FaultProxy {
             shutdown: AtomicBool::new(false),
             clients: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
+            link: Mutex::new(Link::default()),
+            link_free_at: Mutex::new(Instant::now()),
         });
         let connections = Arc::new(Mutex::new(Vec::<JoinHandle<()>>::new()));
         let accept_shared = Arc::clone(&shared);
@@ -326,6 +377,11 @@ impl FaultProxy {
     /// Every request handled so far, in the order their responses started.
     pub fn requests(&self) -> Vec<RequestLog> {
         lock(&self.shared.log).clone()
+    }
+
+    /// Sets the link's bandwidth and round-trip delay from now on (a worker's real link).
+    pub fn set_link(&self, link: Link) {
+        *lock(&self.shared.link) = link;
     }
 
     /// Adds a fault (with a fresh count) after the ones given at start.
@@ -437,10 +493,14 @@ fn serve_client(shared: &Shared, client: &TcpStream) -> Result<()> {
     client.set_write_timeout(Some(UPSTREAM_TIMEOUT))?;
     let mut reader = BufReader::new(client.try_clone()?);
     let mut writer = client.try_clone()?;
+    // The TCP handshake's round trip.
+    shared.round_trip();
     while !shared.shutdown.load(Ordering::SeqCst) {
         let Some(head) = Head::read(&mut reader)? else {
             return Ok(());
         };
+        // The request's way there and the response's way back.
+        shared.round_trip();
         let mut parts = head.start.split_whitespace();
         let method = parts.next().unwrap_or_default().to_owned();
         let path = parts.next().unwrap_or_default().to_owned();
@@ -705,7 +765,7 @@ fn handle(
         _ => (None, None),
     };
     let to_send = cut.map_or(length, |c| c.min(length));
-    copy_body(source, writer, to_send, corrupt)?;
+    copy_body(source, writer, to_send, corrupt, &|n| shared.pace(n))?;
     writer.flush()?;
     match &fault {
         Some(Fault::DropAfter { .. }) => Ok(false),
@@ -809,8 +869,9 @@ fn copy_body(
     writer: &mut TcpStream,
     len: u64,
     corrupt: Option<u64>,
+    pace: &dyn Fn(usize),
 ) -> Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; LINK_STEP];
     let mut sent = 0u64;
     while sent < len {
         let want = usize::try_from((len - sent).min(buf.len() as u64)).unwrap_or(buf.len());
@@ -822,6 +883,7 @@ fn copy_body(
             let i = usize::try_from(offset - sent).unwrap_or(0);
             buf[i] ^= 0xff;
         }
+        pace(n);
         writer.write_all(&buf[..n])?;
         sent += n as u64;
     }

@@ -20,7 +20,7 @@ pub mod token;
 
 pub use client::RegistryClient;
 pub use entry::{Entry, Kind};
-pub use fault_proxy::{Fault, FaultProxy, RequestLog};
+pub use fault_proxy::{Fault, FaultProxy, Link, RequestLog};
 pub use image::{Compression, Format, Image, ImageBuilder, Index, Platform};
 pub use loopfs::LoopFs;
 pub use registry::{Registry, RegistryOptions};

@@ -69,6 +69,22 @@ enum Cmd {
         /// Layer tar to write
         out: std::path::PathBuf,
     },
+    /// Serve a worker-like link to a registry until killed: a proxy on LISTEN to UPSTREAM
+    /// with a shared bandwidth limit and a round-trip delay
+    Link {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:5001")]
+        listen: std::net::SocketAddr,
+        /// The registry's address
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        upstream: std::net::SocketAddr,
+        /// Bandwidth in bytes per second, shared by all connections (0: unlimited)
+        #[arg(long, default_value_t = 25_000_000)]
+        rate: u64,
+        /// Round-trip time in milliseconds
+        #[arg(long, default_value_t = 20)]
+        rtt_ms: u64,
+    },
     /// Gzip tar layers (cached as LAYER.gz) and push them as one OCI image REPO:TAG
     PushLayers {
         /// Registry URL
@@ -152,6 +168,25 @@ fn main() -> Result<()> {
                 }
                 Ok(())
             })
+        }
+        Cmd::Link {
+            listen,
+            upstream,
+            rate,
+            rtt_ms,
+        } => {
+            let proxy = skiff_test_rig::FaultProxy::start_on(listen, upstream, vec![])?;
+            proxy.set_link(skiff_test_rig::Link {
+                bytes_per_sec: (rate > 0).then_some(rate),
+                round_trip: std::time::Duration::from_millis(rtt_ms),
+            });
+            println!(
+                "link: {} -> {upstream}, {rate} B/s, {rtt_ms} ms round trip",
+                proxy.url()
+            );
+            loop {
+                std::thread::park();
+            }
         }
         Cmd::Snapshot { dir, out } => layers_from_dirs::snapshot(&dir, &out),
         Cmd::DiffLayer { dir, since, out } => {

@@ -393,3 +393,47 @@ fn rig_client_pushes_and_pulls_through_the_proxy() {
         "the proxy still listens"
     );
 }
+
+/// The worker-like link: a bandwidth shared by all connections, and a round trip per request.
+/// Only lower bounds are checked (the link can only slow things down), with the bytes intact.
+#[test]
+fn link_limits_bandwidth_across_connections_and_delays_each_request() {
+    let (registry, blob) = registry_with_blob();
+    let proxy = FaultProxy::start(registry.addr(), vec![]).unwrap();
+    let url = blob_url(&proxy, &blob);
+    let client = http();
+    // 400 kB/s shared: two parallel 200 kB downloads need a second together.
+    proxy.set_link(skiff_test_rig::Link {
+        bytes_per_sec: Some(400_000),
+        round_trip: Duration::ZERO,
+    });
+    let started = Instant::now();
+    let bodies: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| client.get(&url).send().unwrap().bytes().unwrap().to_vec()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let both = started.elapsed();
+    for body in &bodies {
+        assert!(body == &blob.bytes, "a body changed on the way");
+    }
+    assert!(both >= Duration::from_millis(950), "{both:?}");
+    // A 100 ms round trip: a fresh connection and its request cost two.
+    proxy.set_link(skiff_test_rig::Link {
+        bytes_per_sec: None,
+        round_trip: Duration::from_millis(100),
+    });
+    let started = Instant::now();
+    let status = http()
+        .get(format!("{}/v2/", proxy.url()))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+}
