@@ -11,6 +11,7 @@
 # RUNS=N ROUNDS=N CYCLES=N SKIFF=BINARY (a prebuilt skiff).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 MNT=${SKIFF_BENCH_MNT:-/mnt/skiff-bench}
 LOOP=${SKIFF_BENCH_IMG:-/var/tmp/skiff-bench.ext4}
 PORT=${SKIFF_REGISTRY_PORT:-5000}
@@ -34,28 +35,8 @@ fi
 DOCKER_CLI=/usr/bin/docker
 [ -x "$DOCKER_CLI" ] || DOCKER_CLI=$(command -v docker)
 
-# crun refuses a hybrid cgroup layout while a controller is bound to cgroup2 (compare-run.sh).
-V2=$(findmnt -rno TARGET -t cgroup2 | head -n1 || true)
-if [ -n "$V2" ] && [ "$V2" != /sys/fs/cgroup ]; then
-  for c in $(cat "$V2/cgroup.controllers"); do
-    mountpoint -q "/sys/fs/cgroup/$c" && continue
-    # A controller enabled in a cgroup2 subtree (libcontainer's v2 manager enables every one
-    # in skiff's) cannot move: disable it, deepest first.
-    find "$V2" -mindepth 0 -name cgroup.subtree_control | sort -r | while read -r f; do
-      grep -qw "$c" "$f" && echo "-$c" >"$f" 2>/dev/null || true
-    done
-    mkdir -p "/sys/fs/cgroup/$c"
-    mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
-  done
-fi
-
-if ! mountpoint -q "$MNT"; then
-  mkdir -p "$MNT"
-  [ -f "$LOOP" ] || { truncate -s 8G "$LOOP"; mkfs.ext4 -q -F "$LOOP"; }
-  mount -o loop "$LOOP" "$MNT"
-fi
-dumpe2fs -h "$(findmnt -no SOURCE "$MNT")" 2>/dev/null | grep -q has_journal ||
-  { echo "$MNT has no journal" >&2; exit 1; }
+cgroups_for_crun
+mount_bench_fs "$MNT" "$LOOP"
 
 if [ -z "${SKIFF:-}" ]; then
   cargo build --release -q -p skiff -p skiff-test-rig --bin skiff --bin skiff-rig

@@ -4,15 +4,12 @@
 # Prints hyperfine's table (medians) and peak RSS. Run as root from the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 MNT=${SKIFF_BENCH_MNT:-/mnt/skiff-bench}
 IMG=${SKIFF_BENCH_IMG:-/var/tmp/skiff-bench.ext4}
 RUNS=${RUNS:-7}
 
-if ! mountpoint -q "$MNT"; then
-  mkdir -p "$MNT"
-  [ -f "$IMG" ] || { truncate -s 8G "$IMG"; mkfs.ext4 -q -F "$IMG"; }
-  mount -o loop "$IMG" "$MNT"
-fi
+mount_bench_fs "$MNT" "$IMG"
 cargo build --release -q -p skiff-test-rig --bin skiff-rig
 RIG=$PWD/target/release/skiff-rig
 cd "$MNT"

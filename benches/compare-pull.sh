@@ -9,6 +9,7 @@
 # SKIFF=BINARY uses a prebuilt skiff.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 MNT=${SKIFF_BENCH_MNT:-/mnt/skiff-bench}
 LOOP=${SKIFF_BENCH_IMG:-/var/tmp/skiff-bench.ext4}
 CACHE=${CACHE:-/var/cache/skiff-bench/tools}
@@ -28,14 +29,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # One journaled ext4 for every tool's store.
-if ! mountpoint -q "$MNT"; then
-  mkdir -p "$MNT"
-  [ -f "$LOOP" ] || { truncate -s 8G "$LOOP"; mkfs.ext4 -q -F "$LOOP"; }
-  mount -o loop "$LOOP" "$MNT"
-fi
-grep -q "^[^ ]* $MNT ext4 " /proc/mounts || { echo "$MNT is not ext4" >&2; exit 1; }
-dumpe2fs -h "$(findmnt -no SOURCE "$MNT")" 2>/dev/null | grep -q has_journal ||
-  { echo "$MNT has no journal" >&2; exit 1; }
+mount_bench_fs "$MNT" "$LOOP"
 
 # podman and skopeo: config files of their own (no system file is changed), pointed at by the
 # CONTAINERS_* variables: the loopback registry is insecure (plain HTTP), podman's storage

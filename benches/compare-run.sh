@@ -20,6 +20,7 @@
 # /etc/subuid ranges), PROFILE=FILE (another profile in docker's format).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 MNT=${SKIFF_BENCH_MNT:-/mnt/skiff-bench}
 LOOP=${SKIFF_BENCH_IMG:-/var/tmp/skiff-bench.ext4}
 PORT=${SKIFF_REGISTRY_PORT:-5000}
@@ -46,27 +47,10 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
-# crun 1.8 refuses a hybrid cgroup layout while a controller (here hugetlb) is bound to the
-# cgroup2 hierarchy: give such controllers their own v1 hierarchy (DESIGN.md, "Peer tools").
-V2=$(findmnt -rno TARGET -t cgroup2 | head -n1 || true)
-if [ -n "$V2" ] && [ "$V2" != /sys/fs/cgroup ]; then
-  for c in $(cat "$V2/cgroup.controllers"); do
-    mountpoint -q "/sys/fs/cgroup/$c" && continue
-    mkdir -p "/sys/fs/cgroup/$c"
-    mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
-    echo "mounted the $c controller as its own cgroup v1 hierarchy (crun needs it)"
-  done
-fi
+cgroups_for_crun
 
 # One journaled ext4 for every tool's store.
-if ! mountpoint -q "$MNT"; then
-  mkdir -p "$MNT"
-  [ -f "$LOOP" ] || { truncate -s 8G "$LOOP"; mkfs.ext4 -q -F "$LOOP"; }
-  mount -o loop "$LOOP" "$MNT"
-fi
-grep -q "^[^ ]* $MNT ext4 " /proc/mounts || { echo "$MNT is not ext4" >&2; exit 1; }
-dumpe2fs -h "$(findmnt -no SOURCE "$MNT")" 2>/dev/null | grep -q has_journal ||
-  { echo "$MNT has no journal" >&2; exit 1; }
+mount_bench_fs "$MNT" "$LOOP"
 
 if [ -z "${SKIFF:-}" ]; then
   cargo build --release -q -p skiff -p skiff-test-rig --bin skiff --bin skiff-rig

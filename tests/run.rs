@@ -619,21 +619,11 @@ fn tty_gives_a_terminal_with_the_callers_window_size() {
     let img = env.busybox();
     env.ok(&[&img, "true"]);
     // `script` gives skiff a pseudo-terminal of its own, sized here to 37 rows x 111 columns.
-    let skiff = env.cmd(&[]).get_program().to_string_lossy().into_owned();
-    let inner = format!(
-        "stty rows 37 cols 111; {skiff} run --rm -t {img} sh -c 'tty; stty size; test -t 0 && echo stdin-is-tty; exit 4'"
-    );
-    let mut cmd = std::process::Command::new("script");
-    cmd.args(["-qefc", &inner, "/dev/null"]);
-    for (k, v) in env.cmd(&[]).get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    assert_eq!(out.status.code(), Some(4), "{text}");
+    let (code, text) = env.in_terminal(&format!(
+        "stty rows 37 cols 111; {} run --rm -t {img} sh -c 'tty; stty size; test -t 0 && echo stdin-is-tty; exit 4'",
+        env.skiff_path()
+    ));
+    assert_eq!(code, Some(4), "{text}");
     assert!(text.contains("/dev/pts/"), "{text}");
     assert!(text.contains("37 111"), "{text}");
     assert!(text.contains("stdin-is-tty"), "{text}");

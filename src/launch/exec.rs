@@ -193,14 +193,10 @@ pub(crate) fn exec(
         None
     };
     let pid = container::exec_tenant(id, bundle, &process_path, stdio, loader)?;
-    let pty = match &console {
-        Some(socket) => {
-            let master = stdio::receive_pty(&socket.listener)?;
-            stdio::prepare_pty(&master);
-            Some(master)
-        }
-        None => None,
-    };
+    let pty = console
+        .as_ref()
+        .map(stdio::ConsoleSocket::pty)
+        .transpose()?;
     if options.detach {
         return Ok(0);
     }

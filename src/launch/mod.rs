@@ -716,14 +716,10 @@ fn create_container(
         let cgroup = std::path::Path::new("/sys/fs/cgroup/skiff").join(&run.id);
         devices_bpf::attach(&cgroup, &rules)?;
     }
-    let pty = match &console {
-        Some(socket) => {
-            let master = stdio::receive_pty(&socket.listener)?;
-            stdio::prepare_pty(&master);
-            Some(master)
-        }
-        None => None,
-    };
+    let pty = console
+        .as_ref()
+        .map(stdio::ConsoleSocket::pty)
+        .transpose()?;
     Ok(Launched { created, pty })
 }
 

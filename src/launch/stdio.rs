@@ -390,6 +390,15 @@ impl ConsoleSocket {
     }
 }
 
+impl ConsoleSocket {
+    /// The pty master the container's init sends, set up for the caller's terminal.
+    pub fn pty(&self) -> Result<OwnedFd, RunError> {
+        let master = receive_pty(&self.listener)?;
+        prepare_pty(&master);
+        Ok(master)
+    }
+}
+
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);

@@ -95,6 +95,29 @@ impl Env {
         cmd
     }
 
+    /// Runs the shell command line `inner` under `script`, which gives it a pseudo-terminal of
+    /// its own, in this environment; (exit code, output with the terminal's CRs taken out).
+    pub fn in_terminal(&self, inner: &str) -> (Option<i32>, String) {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qefc", inner, "/dev/null"]);
+        for (k, v) in self.cmd(&[]).get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).replace('\r', ""),
+        )
+    }
+
+    /// The skiff binary the tests run.
+    pub fn skiff_path(&self) -> String {
+        self.cmd(&[]).get_program().to_string_lossy().into_owned()
+    }
+
     pub fn skiff(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }
