@@ -1,33 +1,15 @@
 //! `skiff exec`: run a command in a running container.
 
-use std::path::PathBuf;
-
 use clap::Args;
 use skiff::{Engine, ExecOptions};
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Keep STDIN open even if not attached
-    #[arg(short, long)]
-    interactive: bool,
-    /// Allocate a pseudo-TTY
-    #[arg(short, long)]
-    tty: bool,
+    #[command(flatten)]
+    process: super::run::ProcessArgs,
     /// Detached mode: run command in the background
     #[arg(short, long)]
     detach: bool,
-    /// Set environment variables
-    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
-    env: Vec<String>,
-    /// Read in a file of environment variables
-    #[arg(long, value_name = "FILE")]
-    env_file: Vec<PathBuf>,
-    /// Working directory inside the container
-    #[arg(short, long, value_name = "DIR")]
-    workdir: Option<String>,
-    /// Username or UID (format: "<name|uid>[:<group|gid>]")
-    #[arg(short, long, value_name = "USER")]
-    user: Option<String>,
     /// Give extended privileges to the command
     #[arg(long)]
     privileged: bool,
@@ -47,13 +29,13 @@ pub fn exec(engine: &Engine, args: &ExecArgs) -> anyhow::Result<i32> {
         .ok_or_else(|| anyhow::anyhow!("\"exec\" requires at least 2 arguments"))?;
     let options = ExecOptions {
         command: command.to_vec(),
-        env: args.env.clone(),
-        env_files: args.env_file.clone(),
-        workdir: args.workdir.clone(),
-        user: args.user.clone(),
+        env: args.process.env.clone(),
+        env_files: args.process.env_file.clone(),
+        workdir: args.process.workdir.clone(),
+        user: args.process.user.clone(),
         privileged: args.privileged,
-        interactive: args.interactive,
-        tty: args.tty,
+        interactive: args.process.interactive,
+        tty: args.process.tty,
         detach: args.detach,
     };
     match engine.exec(container, &options) {

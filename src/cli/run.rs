@@ -19,6 +19,29 @@ enum PullArg {
     Never,
 }
 
+/// The process flags `run`, `create` and `exec` share.
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Keep stdin open
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to take it from this environment)
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (one KEY=VALUE or KEY a line)
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container (created if missing)
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User: name|uid[:group|gid]
+    #[arg(short, long, value_name = "USER")]
+    pub user: Option<String>,
+}
+
 /// Arguments of `skiff run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -35,24 +58,8 @@ pub struct RunArgs {
     /// Set metadata on a container (used with -d, and by create)
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     label: Vec<String>,
-    /// Keep stdin open
-    #[arg(short, long)]
-    interactive: bool,
-    /// Allocate a pseudo-TTY
-    #[arg(short, long)]
-    tty: bool,
-    /// Set an environment variable (KEY=VALUE, or KEY to take it from this environment)
-    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
-    env: Vec<String>,
-    /// Read environment variables from a file (one KEY=VALUE or KEY a line)
-    #[arg(long, value_name = "FILE")]
-    env_file: Vec<PathBuf>,
-    /// Working directory inside the container (created if missing)
-    #[arg(short, long, value_name = "DIR")]
-    workdir: Option<String>,
-    /// User: name|uid[:group|gid]
-    #[arg(short, long, value_name = "USER")]
-    user: Option<String>,
+    #[command(flatten)]
+    process: ProcessArgs,
     /// Bind-mount a host path: HOST:CONTAINER[:ro|rw]
     #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     volume: Vec<String>,
@@ -139,10 +146,10 @@ fn options(args: &RunArgs) -> anyhow::Result<(&str, RunOptions)> {
     let options = RunOptions {
         command: command.to_vec(),
         entrypoint: args.entrypoint.clone(),
-        env: args.env.clone(),
-        env_files: args.env_file.clone(),
-        workdir: args.workdir.clone(),
-        user: args.user.clone(),
+        env: args.process.env.clone(),
+        env_files: args.process.env_file.clone(),
+        workdir: args.process.workdir.clone(),
+        user: args.process.user.clone(),
         volumes,
         tmpfs: args.tmpfs.clone(),
         read_only: args.read_only,
@@ -157,8 +164,8 @@ fn options(args: &RunArgs) -> anyhow::Result<(&str, RunOptions)> {
         },
         cap_add: args.cap_add.clone(),
         cap_drop: args.cap_drop.clone(),
-        interactive: args.interactive,
-        tty: args.tty,
+        interactive: args.process.interactive,
+        tty: args.process.tty,
         seccomp: security.seccomp,
         no_new_privileges: security.no_new_privileges,
         limits: args.limits.parse()?,
