@@ -275,6 +275,23 @@ fn github_runner_job() {
         "made\n"
     );
 
+    // A docker action's step: a foreground run on the job's network sees the service too.
+    assert_eq!(
+        ok(
+            &env,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                &net,
+                &img,
+                "sh",
+                "-c",
+                "grep -c redis-svc /etc/hosts"
+            ]
+        ),
+        "1\n"
+    );
     // The service's logs (printed by the runner on failure); the network lists both members.
     assert_eq!(ok(&env, &["logs", "--details", &svc]), "");
     let nets = ok(
