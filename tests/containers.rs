@@ -141,6 +141,23 @@ fn lifecycle() {
         ),
         format!("{id} job1 {img} \"sleep {}\" running a=b,c=\n", marker(1))
     );
+    // printf and .CreatedAt (docker's "2006-01-02 15:04:05 -0700 MST").
+    let line = ok(
+        &env,
+        &[
+            "ps",
+            "--format",
+            "{{printf \"%.6s|\" .ID}}{{.CreatedAt}}|{{.RunningFor}}",
+        ],
+    );
+    let (short, rest) = line.split_once('|').unwrap();
+    assert_eq!(short, &id[..6]);
+    let (created, running_for) = rest.trim_end().split_once('|').unwrap();
+    assert!(
+        created.len() == 29 && created.ends_with(" +0000 UTC"),
+        "{created}"
+    );
+    assert!(running_for.ends_with(" ago"), "{running_for}");
     let table = ok(&env, &["ps"]);
     let mut lines = table.lines();
     let header = lines.next().unwrap();
