@@ -50,6 +50,38 @@ fn add_env(env: &mut Vec<String>, entry: &str, lookup: &dyn Fn(&str) -> Option<S
     }
 }
 
+/// Adds `--env-file` files' entries (blank lines and `#` comments skipped), then `-e` entries.
+fn add_user_env(
+    env: &mut Vec<String>,
+    env_files: &[std::path::PathBuf],
+    entries: &[String],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), SpecError> {
+    for path in env_files {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::EnvFile {
+            path: path.clone(),
+            source,
+        })?;
+        for line in text.lines() {
+            let line = line.trim_start();
+            if !line.is_empty() && !line.starts_with('#') {
+                add_env(env, line, lookup);
+            }
+        }
+    }
+    for entry in entries {
+        if entry.is_empty() || entry.starts_with('=') {
+            return Err(SpecError::Invalid {
+                what: "environment variable",
+                value: entry.clone(),
+                reason: "expected KEY=VALUE or KEY".into(),
+            });
+        }
+        add_env(env, entry, lookup);
+    }
+    Ok(())
+}
+
 /// The environment: image Env, then env files, then `-e`; PATH, HOSTNAME, HOME and TERM as docker
 /// adds them.
 pub fn environment(
@@ -69,29 +101,7 @@ pub fn environment(
     for entry in config.env().iter().flatten() {
         set_env(&mut env, entry.clone());
     }
-    for path in &options.env_files {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::EnvFile {
-            path: path.clone(),
-            source,
-        })?;
-        for line in text.lines() {
-            let line = line.trim_start();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            add_env(&mut env, line, lookup);
-        }
-    }
-    for entry in &options.env {
-        if entry.is_empty() || entry.starts_with('=') {
-            return Err(SpecError::Invalid {
-                what: "environment variable",
-                value: entry.clone(),
-                reason: "expected KEY=VALUE or KEY".into(),
-            });
-        }
-        add_env(&mut env, entry, lookup);
-    }
+    add_user_env(&mut env, &options.env_files, &options.env, lookup)?;
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={home}"));
     }
@@ -106,28 +116,7 @@ pub fn exec_environment(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<String>, SpecError> {
     let mut env = base.to_vec();
-    for path in env_files {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::EnvFile {
-            path: path.clone(),
-            source,
-        })?;
-        for line in text.lines() {
-            let line = line.trim_start();
-            if !line.is_empty() && !line.starts_with('#') {
-                add_env(&mut env, line, lookup);
-            }
-        }
-    }
-    for entry in extra {
-        if entry.is_empty() || entry.starts_with('=') {
-            return Err(SpecError::Invalid {
-                what: "environment variable",
-                value: entry.clone(),
-                reason: "expected KEY=VALUE or KEY".into(),
-            });
-        }
-        add_env(&mut env, entry, lookup);
-    }
+    add_user_env(&mut env, env_files, extra, lookup)?;
     Ok(env)
 }
 
