@@ -455,6 +455,92 @@ fn cleanup_leaves_no_cgroup_and_a_killed_skiff_is_swept() {
     }
 }
 
+/// A `skiff run` killed with -9 between its container's create and start leaves the init
+/// waiting for its start message, holding the run's lock: the run looks alive. `sweep` (gc as
+/// root, the next run rootless) still kills that init and removes what the run left.
+fn killed_between_create_and_start(env: &RunEnv, sweep: &[&str]) {
+    let img = env.busybox();
+    env.ok(&[&img, "true"]); // pulled: the killed run gets to its create at once
+    let mut child = env
+        .cmd(&["run", "--rm", &img, "echo", "never"])
+        .env("SKIFF_TEST_STOP_BEFORE_START", "1")
+        // Not the test's pipes: a surviving init would hold them open.
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stat = format!("/proc/{}/stat", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&stat).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, a)| a.trim_start().starts_with('T'))
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "skiff never stopped before the start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let runs: Vec<_> = std::fs::read_dir(env.root().join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let id = &runs[0];
+    let record = std::fs::read_to_string(env.root().join("runs").join(id).join("init")).unwrap();
+    let init: i32 = record.split_whitespace().next().unwrap().parse().unwrap();
+    let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(
+        comm(init),
+        "youki:[2:INIT]\n",
+        "the init waits for its start"
+    );
+
+    let out = env.skiff(sweep);
+    assert!(
+        out.status.success(),
+        "skiff {sweep:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !env.root().join("runs").join(id).exists(),
+        "the killed run's directory is left"
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
+    assert!(
+        comm(init) != "youki:[2:INIT]\n" || stat.contains(") Z"),
+        "the killed run's init survived the sweep"
+    );
+    if nix::unistd::geteuid().is_root() {
+        assert!(
+            cgroup_dirs(id).is_empty(),
+            "cgroups left: {:?}",
+            cgroup_dirs(id)
+        );
+    }
+    env.assert_clean();
+}
+
+#[test]
+fn a_run_killed_between_create_and_start_is_swept_by_gc() {
+    require_root();
+    let env = RunEnv::new();
+    killed_between_create_and_start(&env, &["gc"]);
+}
+
+fn killed_between_create_and_start_unprivileged() {
+    let env = RunEnv::new();
+    killed_between_create_and_start(&env, &["run", "--rm", &env.busybox(), "true"]);
+}
+rootless_test!(
+    rootless_a_run_killed_between_create_and_start_is_swept,
+    killed_between_create_and_start_unprivileged,
+    env = common::rootless_env
+);
+
 /// The pid of a process whose cmdline is `cmdline` and whose cgroup names `run_id`.
 fn find_process(cmdline: &str, run_id: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {

@@ -128,6 +128,8 @@ impl Store {
         let record = HoldRecord {
             id: id.to_owned(),
             pid: std::process::id(),
+            // A container lives until it is removed, not with the process that created it.
+            pid_start: None,
             layers: layers.to_vec(),
             images: images.to_vec(),
             created_at: now(),

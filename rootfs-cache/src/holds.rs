@@ -36,6 +36,10 @@ pub(crate) const HOLD_FILE: &str = "hold.json";
 pub(crate) struct HoldRecord {
     pub(crate) id: String,
     pub(crate) pid: u32,
+    /// The start time of `pid` (clock ticks after boot, /proc/<pid>/stat field 22): tells the
+    /// owner from a later process that reuses its pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pid_start: Option<u64>,
     pub(crate) layers: Vec<Digest>,
     pub(crate) images: Vec<Digest>,
     pub(crate) created_at: u64,
@@ -184,6 +188,7 @@ impl Store {
         let record = HoldRecord {
             id: run_id.to_owned(),
             pid: std::process::id(),
+            pid_start: start_time(std::process::id()),
             layers: layers.to_vec(),
             images: images.to_vec(),
             created_at: now(),
@@ -202,6 +207,30 @@ impl Store {
         let mut report = GcReport::default();
         self.sweep_runs_locked(false, &mut report)?;
         Ok(report.removed_runs)
+    }
+
+    /// Runs whose lock is still held although the process that registered them is gone: a
+    /// child it forked holds the lock file open (a container init that never reached its
+    /// payload's exec keeps every descriptor). Whoever sweeps them must end those processes
+    /// first; then their lock is free and [`Store::sweep_runs`] removes them.
+    pub fn orphaned_runs(&self) -> Vec<PathBuf> {
+        let Ok(entries) = read_dir_entries(&self.root().join("runs")) else {
+            return Vec::new();
+        };
+        entries
+            .into_iter()
+            .map(|e| e.path())
+            .filter(|dir| {
+                let Ok(Some(hold)) = read_json::<HoldRecord>(&dir.join(HOLD_FILE)) else {
+                    return false;
+                };
+                if owner_alive(&hold) {
+                    return false;
+                }
+                // Held by someone else than the (gone) owner?
+                matches!(FileLock::try_exclusive(&dir.join(RUN_LOCK)), Ok(None))
+            })
+            .collect()
     }
 
     /// With the gc lock held: sweeps dead runs, returns the holds of live ones.
@@ -255,6 +284,27 @@ impl Store {
     }
 }
 
+/// Whether the process that registered `hold` still exists (an old record without a start
+/// time counts as alive while its pid does).
+fn owner_alive(hold: &HoldRecord) -> bool {
+    match (start_time(hold.pid), hold.pid_start) {
+        (None, _) => false,
+        (Some(now), Some(then)) => now == then,
+        (Some(_), None) => true,
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat: when the process started, in clock ticks after boot.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +317,25 @@ mod tests {
         for bad in ["", ".a", "a/b", "..", "a b", &"a".repeat(129), "é"] {
             assert!(check_run_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_owner_is_alive_only_with_its_own_start_time() {
+        let me = std::process::id();
+        let record = |pid, pid_start| HoldRecord {
+            id: "r".into(),
+            pid,
+            pid_start,
+            layers: Vec::new(),
+            images: Vec::new(),
+            created_at: 0,
+        };
+        let started = start_time(me).expect("this process has a start time");
+        assert!(owner_alive(&record(me, Some(started))));
+        assert!(owner_alive(&record(me, None)));
+        // The same pid, started at another time: a reused pid.
+        assert!(!owner_alive(&record(me, Some(started + 1))));
+        // No such process (pids stop well below u32::MAX).
+        assert!(!owner_alive(&record(u32::MAX, Some(started))));
     }
 }

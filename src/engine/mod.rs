@@ -446,6 +446,7 @@ impl Engine {
     /// # Ok(()) }
     /// ```
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport, EngineError> {
+        self.sweep_as_root()?;
         self.enter_store_namespace()?;
         self.store()?.gc(options).map_err(|e| self.store_err(e))
     }
@@ -488,12 +489,8 @@ impl Engine {
     ) -> Result<crate::launch::RunOutcome, EngineError> {
         use crate::launch::{self, Timings};
         let mut timings = Timings::new();
+        self.sweep_as_root()?;
         let store = self.store()?;
-        if !self.rootless
-            && let Err(err) = launch::sweep_dead_runs(&store, false)
-        {
-            tracing::warn!(err = %crate::error_chain(&err), "sweeping dead runs");
-        }
         self.enter_store_namespace()?;
         let (record, config) = self.resolve_image(&store, image, pull, &mut timings)?;
         let run_config = config.run_config();
@@ -562,6 +559,17 @@ impl Engine {
             })
         })?;
         Ok((record, config))
+    }
+
+    /// As root: cleans up after runs that died without cleaning up (their payload, cgroups,
+    /// mounts and directory). Rootless, [`Engine::enter_store_namespace`] does it.
+    fn sweep_as_root(&self) -> Result<(), EngineError> {
+        if !self.rootless
+            && let Err(err) = crate::launch::sweep_dead_runs(&self.store()?, false)
+        {
+            tracing::warn!(err = %crate::error_chain(&err), "sweeping dead runs");
+        }
+        Ok(())
     }
 
     fn enter_store_namespace(&self) -> Result<(), EngineError> {

@@ -265,21 +265,25 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
 /// Sweeps what a dead run left of its container: kills its processes (when the recorded init is
 /// still the same process), then lets libcontainer remove the cgroup and state.
 pub(crate) fn sweep(run: &Path, rootless: bool) {
-    if let Ok(record) = std::fs::read_to_string(run.join(INIT_FILE)) {
-        let mut f = record.split_whitespace();
-        if let (Some(Ok(pid)), Some(Ok(start))) = (
-            f.next().map(str::parse::<i32>),
-            f.next().map(str::parse::<u64>),
-        ) && start_time(pid) == Some(start)
-        {
-            tracing::info!(pid, run = %run.display(), "killing the payload of a dead run");
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            // The init is not our child: wait for it to go (its mounts go with it).
-            for _ in 0..200 {
-                if start_time(pid) != Some(start) || is_zombie(pid) {
-                    break;
+    match std::fs::read_to_string(run.join(INIT_FILE)) {
+        Ok(record) => {
+            let mut f = record.split_whitespace();
+            if let (Some(Ok(pid)), Some(Ok(start))) = (
+                f.next().map(str::parse::<i32>),
+                f.next().map(str::parse::<u64>),
+            ) && start_time(pid) == Some(start)
+            {
+                kill_and_wait(run, pid, start);
+            }
+        }
+        // Killed before the record was written: libcontainer's state may name the init.
+        Err(_) => {
+            for pid in state_pids(run) {
+                if let Some(start) = start_time(pid)
+                    && is_waiting_init(pid)
+                {
+                    kill_and_wait(run, pid, start);
                 }
-                std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
     }
@@ -301,8 +305,40 @@ pub(crate) fn sweep(run: &Path, rootless: bool) {
         }
     }
     if let Some(id) = run.file_name().and_then(|n| n.to_str()) {
-        remove_leftover_cgroups(id);
+        // Whatever is still in a dead run's cgroups is its own (an init that never started).
+        remove_cgroups(id);
     }
+}
+
+/// Kills a dead run's init `pid` (started at `start`) and waits for it to go; it is not our
+/// child, its mounts and the descriptors it held go with it.
+fn kill_and_wait(run: &Path, pid: i32, start: u64) {
+    tracing::info!(pid, run = %run.display(), "killing the payload of a dead run");
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    for _ in 0..200 {
+        if start_time(pid) != Some(start) || is_zombie(pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The init pids libcontainer's state under a run directory records.
+fn state_pids(run: &Path) -> Vec<i32> {
+    std::fs::read_dir(run.join(STATE))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| Container::load(entry.path()).ok()?.pid())
+        .map(Pid::as_raw)
+        .collect()
+}
+
+/// Whether `pid` is a libcontainer init that has not executed its payload yet (a reused pid
+/// is some other program).
+fn is_waiting_init(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim_end() == "youki:[2:INIT]")
 }
 
 /// The cgroup directories a container `id` may have: `skiff/<id>` in every hierarchy mounted

@@ -275,18 +275,40 @@ impl Drop for Mounted {
 /// Rootless, this only kills the payloads (possible only from outside their user namespace, so
 /// call it before [`run`]); [`run`] removes the directories from inside its own user namespace,
 /// where the files the payload left under other uids can be deleted.
+///
+/// A run killed between its container's create and start leaves an init that still holds the
+/// run's lock (it keeps every descriptor until its payload's exec): such a run, whose owner is
+/// gone, is swept too, its init killed first.
 pub fn sweep_dead_runs(store: &Store, rootless: bool) -> Result<Vec<String>, RunError> {
+    let orphaned = store.orphaned_runs();
     let dead = dead_runs(store);
-    for dir in &dead {
+    for dir in orphaned.iter().chain(&dead) {
         container::sweep(dir, rootless);
         if !rootless {
             rootfs::unmount_under(dir);
         }
     }
-    if dead.is_empty() || rootless {
+    for dir in &orphaned {
+        wait_lock_free(dir);
+    }
+    if (dead.is_empty() && orphaned.is_empty()) || rootless {
         return Ok(Vec::new());
     }
     Ok(store.sweep_runs()?)
+}
+
+/// Waits (up to 2 s) for the processes that held a run's lock to be gone.
+fn wait_lock_free(dir: &std::path::Path) {
+    for _ in 0..400 {
+        if !matches!(
+            rootfs_cache::lock::FileLock::try_exclusive(&dir.join("lock")),
+            Ok(None)
+        ) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    tracing::warn!(run = %dir.display(), "a dead run's lock is still held");
 }
 
 static USER_NAMESPACE: std::sync::OnceLock<rootless::IdMapping> = std::sync::OnceLock::new();
@@ -340,6 +362,10 @@ fn dead_runs(store: &Store) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A test hook: when set, `run` stops itself (SIGSTOP) between its container's create and
+/// start, where a worker's kill -9 may land, so that a test can kill it there.
+const STOP_BEFORE_START: &str = "SKIFF_TEST_STOP_BEFORE_START";
+
 /// Runs `options` in `image` (its config `config`) from the store; returns the exit code.
 ///
 /// The process must be single-threaded (no runtime of an earlier pull left running); rootless,
@@ -360,6 +386,9 @@ pub fn run(
     timings.mark("spec");
     let mut container = create_container(&rootfs, options, seccomp, v2_devices, None, None)?;
     timings.mark("create");
+    if std::env::var_os(STOP_BEFORE_START).is_some() {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
     let (exit_code, reaped) = match prepared.signals.pending_termination() {
         // Interrupted during set-up: the payload never starts.
         Some(sig) => (128 + sig as i32, false),
