@@ -33,8 +33,12 @@ pub enum Format {
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
-    /// gzip (the common case).
+    /// gzip (the common case), at the fastest level (quick to build in tests; zlib-rs then
+    /// writes few, long deflate blocks).
     Gzip,
+    /// gzip at the default level, as docker and BuildKit write layers: deflate blocks a few
+    /// dozen KiB apart (what a lazy index checkpoints).
+    GzipDefault,
     /// zstd.
     Zstd,
     /// A plain tar.
@@ -45,9 +49,13 @@ impl Compression {
     /// Compresses a tar stream.
     pub fn compress(self, tar: &[u8]) -> Result<Vec<u8>> {
         Ok(match self {
-            Self::Gzip => {
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            Self::Gzip | Self::GzipDefault => {
+                let level = if self == Self::Gzip {
+                    flate2::Compression::fast()
+                } else {
+                    flate2::Compression::default()
+                };
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), level);
                 enc.write_all(tar)?;
                 enc.finish()?
             }
@@ -59,9 +67,11 @@ impl Compression {
     /// The layer media type for this compression in the given manifest family.
     pub fn media_type(self, format: Format) -> &'static str {
         match (format, self) {
-            (Format::Docker, Self::Gzip) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            (Format::Docker, Self::Gzip | Self::GzipDefault) => {
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            }
             (Format::Docker, Self::None) => "application/vnd.docker.image.rootfs.diff.tar",
-            (_, Self::Gzip) => "application/vnd.oci.image.layer.v1.tar+gzip",
+            (_, Self::Gzip | Self::GzipDefault) => "application/vnd.oci.image.layer.v1.tar+gzip",
             (_, Self::Zstd) => "application/vnd.oci.image.layer.v1.tar+zstd",
             (Format::Oci, Self::None) => "application/vnd.oci.image.layer.v1.tar",
         }

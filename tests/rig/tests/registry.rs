@@ -21,7 +21,7 @@ const ACCEPT_ALL: &[&str] = &[
 
 fn decompress(bytes: &[u8], compression: Compression) -> Vec<u8> {
     match compression {
-        Compression::Gzip => {
+        Compression::Gzip | Compression::GzipDefault => {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(bytes)
                 .read_to_end(&mut out)
