@@ -4,6 +4,7 @@ mod containers;
 mod exec;
 mod gc;
 mod images;
+mod index;
 mod info;
 mod login;
 mod network;
@@ -67,6 +68,8 @@ pub enum Command {
     Wait(containers::WaitArgs),
     /// Manage networks (named networks on host networking)
     Network(network::NetworkArgs),
+    /// Lazy-start indexes: publish one for an image, read a file through one
+    Index(index::IndexArgs),
     /// Show the version (docker's shape: `--format '{{.Server.APIVersion}}'`)
     Version(version::VersionArgs),
     /// Pull an image from a registry into the store
@@ -122,6 +125,7 @@ impl Cli {
             Command::Wait(args) => containers::wait(&engine, &args),
             Command::Version(args) => version::run(&args),
             Command::Network(args) => network::run(&engine, &args),
+            Command::Index(args) => index::run(&engine, &args),
             Command::Pull(args) => pull::run(&engine, &args),
             Command::Images(args) => images::list(&engine, &args),
             Command::Inspect(args) => containers::inspect(&engine, &args),

@@ -1,6 +1,7 @@
 //! The embedding API: one [`Engine`] per store root does what the CLI does.
 
 mod containers;
+mod index;
 mod networks;
 
 pub use containers::{ContainerSummary, CreateOptions};
@@ -62,6 +63,9 @@ pub enum EngineError {
     /// A job container command failed.
     #[error(transparent)]
     Container(#[from] crate::containers::ContainerError),
+    /// A lazy index could not be built, published, found or used.
+    #[error(transparent)]
+    Lazy(#[from] crate::lazy::LazyError),
 }
 
 /// How to open an [`Engine`].

@@ -195,6 +195,29 @@ pub(crate) async fn pull_from<R: Registry + Clone + 'static>(
     })
 }
 
+/// The image manifest `reference` names for `want` (through an index), with the hosts to
+/// try: what `index push` describes and a lazy run reads.
+pub(crate) async fn manifest_for(
+    client: &RegistryClient,
+    store: &Store,
+    reference: &Reference,
+    want: &Platform,
+) -> Result<(Vec<String>, FetchedManifest, ImageManifest), PullError> {
+    let job = Job {
+        client,
+        store,
+        reference,
+        hosts: client.hosts_for(
+            reference.api_registry(),
+            reference.registry(),
+            reference.repository(),
+        ),
+        name: reference.to_string(),
+    };
+    let (_, fetched, manifest) = resolve_manifest(&job, want).await?;
+    Ok((job.hosts, fetched, manifest))
+}
+
 /// The manifest the reference names; through an index, the entry for `want`.
 async fn resolve_manifest<R: Registry>(
     job: &Job<'_, R>,

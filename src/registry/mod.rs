@@ -13,6 +13,7 @@ pub(crate) mod memory;
 mod retry;
 pub(crate) mod session;
 mod transport;
+mod upload;
 
 pub(crate) use client::RegistryClient;
 pub(crate) use config::Config;

@@ -1,0 +1,511 @@
+//! Lazy start's index: for each gzip layer of an image, a table of its files (metadata, where
+//! each file's content lies, its digest) and inflate checkpoints, so that one file can be read
+//! with a Range request of the compressed blob instead of the whole layer. `skiff index push`
+//! builds it and publishes it beside the image as an OCI artifact that refers to the image
+//! manifest; a reader finds it by the image's digest, in the image's own repository only.
+//!
+//! Why a format of skiff's own rather than SOCI's zTOC or eStargz's TOC: eStargz needs the
+//! layers rebuilt; a SOCI index is a flatbuffers zTOC whose checkpoints are zlib's raw inflate
+//! state, which the pure-Rust inflater here cannot resume from. This index serves existing
+//! gzip images unchanged, is JSON, and checks every file against a digest it carries.
+
+pub(crate) mod artifact;
+pub(crate) mod inflate;
+pub(crate) mod toc;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::Digest;
+use crate::image::ImageManifest;
+use crate::registry::{FetchedManifest, RegistryClient, RegistryError};
+use toc::{LayerToc, MAX_TOC_BYTES};
+
+/// Why an index could not be built, published, found or used.
+#[derive(Debug, thiserror::Error)]
+pub enum LazyError {
+    /// A layer could not be indexed.
+    #[error("indexing layer {layer}: {reason}")]
+    Layer {
+        /// The layer blob.
+        layer: Digest,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A layer that is not gzip-compressed.
+    #[error("layer {layer} is {media_type}: only gzip layers can be indexed")]
+    NotGzip {
+        /// The layer blob.
+        layer: Digest,
+        /// Its media type.
+        media_type: String,
+    },
+    /// The index (artifact, referrers list or a table) is malformed or not for this image.
+    #[error("the lazy index is unusable: {reason}")]
+    Index {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The image has no index.
+    #[error("{image} has no lazy index (publish one with `skiff index push {image}`)")]
+    NoIndex {
+        /// The image.
+        image: String,
+    },
+    /// No such file in the image.
+    #[error("{path}: no such file in {image}")]
+    NoFile {
+        /// The path asked for.
+        path: String,
+        /// The image.
+        image: String,
+    },
+    /// A file's content disagrees with the index, or could not be inflated.
+    #[error("{path} (layer {layer}): {reason}")]
+    Content {
+        /// The file.
+        path: String,
+        /// Its layer.
+        layer: Digest,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Where an image lives: the hosts to try, its registry and repository.
+#[derive(Debug, Clone)]
+pub(crate) struct Place {
+    pub(crate) hosts: Vec<String>,
+    pub(crate) registry: String,
+    pub(crate) repository: String,
+}
+
+impl Place {
+    fn host(&self) -> &str {
+        self.hosts
+            .last()
+            .map_or(self.registry.as_str(), String::as_str)
+    }
+}
+
+/// What `index push` published.
+#[derive(Debug, Clone)]
+pub struct IndexReport {
+    /// The image manifest the index describes.
+    pub subject: Digest,
+    /// The index's artifact manifest.
+    pub artifact: Digest,
+    /// Layers indexed.
+    pub layers: usize,
+    /// Files (all entries) across the layers.
+    pub entries: usize,
+    /// Bytes of the compressed tables.
+    pub table_bytes: u64,
+    /// The most a file read inflates beyond what it needs: the longest stretch of a layer
+    /// between two checkpoints (long where the layer's deflate blocks are long).
+    pub longest_span: u64,
+    /// How it can be found: `referrers API` or `tag sha256-…`.
+    pub published_as: String,
+}
+
+fn is_gzip(media_type: &str) -> bool {
+    media_type.ends_with("tar+gzip") || media_type.ends_with("tar.gzip")
+}
+
+/// Builds the tables of `manifest`'s layers (each downloaded once, its digest checked), pushes
+/// them and the artifact, and makes it findable from the image manifest `subject`.
+pub(crate) async fn push_index(
+    client: &RegistryClient,
+    place: &Place,
+    subject: &FetchedManifest,
+    manifest: &ImageManifest,
+) -> Result<IndexReport, LazyError> {
+    let mut tables = Vec::new();
+    let mut entries = 0;
+    let mut table_bytes = 0;
+    let mut longest_span = 0;
+    for layer in manifest.layers() {
+        let digest = Digest::parse(layer.digest().as_ref()).map_err(|e| LazyError::Index {
+            reason: format!("a layer digest: {e}"),
+        })?;
+        let media_type = layer.media_type().to_string();
+        if !is_gzip(&media_type) {
+            return Err(LazyError::NotGzip {
+                layer: digest,
+                media_type,
+            });
+        }
+        let toc = build_table(client, place, &digest, layer.size()).await?;
+        entries += toc.entries.len();
+        longest_span = longest_span.max(toc.longest_span());
+        let json = serde_json::to_vec(&toc).map_err(|e| LazyError::Index {
+            reason: e.to_string(),
+        })?;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let compressed = gz
+            .write_all(&json)
+            .and_then(|()| gz.finish())
+            .map_err(|e| LazyError::Index {
+                reason: format!("compressing a table: {e}"),
+            })?;
+        table_bytes += compressed.len() as u64;
+        let size = compressed.len() as u64;
+        let blob = client
+            .push_blob(
+                place.host(),
+                &place.registry,
+                &place.repository,
+                Bytes::from(compressed),
+            )
+            .await?;
+        tables.push((digest, blob, size));
+    }
+    client
+        .push_blob(
+            place.host(),
+            &place.registry,
+            &place.repository,
+            Bytes::from_static(artifact::EMPTY_CONFIG),
+        )
+        .await?;
+    let subject_type = subject_media_type(subject);
+    let bytes = artifact::manifest(
+        &subject.digest,
+        &subject_type,
+        subject.bytes.len() as u64,
+        &tables,
+    )?;
+    let artifact_digest = Digest::of(&bytes);
+    let size = bytes.len() as u64;
+    client
+        .put_manifest(
+            place.host(),
+            &place.registry,
+            &place.repository,
+            &artifact_digest.to_string(),
+            "application/vnd.oci.image.manifest.v1+json",
+            Bytes::from(bytes),
+        )
+        .await?;
+    // A registry with the referrers API lists the artifact by its subject by itself.
+    let listed = client
+        .referrers(
+            place.host(),
+            &place.registry,
+            &place.repository,
+            &subject.digest,
+        )
+        .await?;
+    let published_as = match listed {
+        Some(list) if artifact::find_ours(&list)? == Some(artifact_digest) => {
+            "referrers API".to_owned()
+        }
+        _ => {
+            let tag = artifact::referrers_tag(&subject.digest);
+            let existing = client
+                .manifest_bytes(place.host(), &place.registry, &place.repository, &tag)
+                .await?;
+            let index = artifact::add_referrer(existing.as_deref(), &artifact_digest, size)?;
+            client
+                .put_manifest(
+                    place.host(),
+                    &place.registry,
+                    &place.repository,
+                    &tag,
+                    "application/vnd.oci.image.index.v1+json",
+                    Bytes::from(index),
+                )
+                .await?;
+            format!("tag {tag}")
+        }
+    };
+    Ok(IndexReport {
+        subject: subject.digest,
+        artifact: artifact_digest,
+        layers: tables.len(),
+        entries,
+        table_bytes,
+        longest_span,
+        published_as,
+    })
+}
+
+/// The media type of the image manifest, as the registry served it.
+fn subject_media_type(subject: &FetchedManifest) -> String {
+    serde_json::from_slice::<serde_json::Value>(&subject.bytes)
+        .ok()
+        .and_then(|v| v.get("mediaType")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_owned())
+}
+
+/// A blocking reader over the chunks a blob download sends, hashing them.
+struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    chunk: Bytes,
+    hash: sha2::Sha256,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(c) => {
+                    self.hash.update(&c);
+                    self.chunk = c;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = self.chunk.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        bytes::Buf::advance(&mut self.chunk, n);
+        Ok(n)
+    }
+}
+
+/// Downloads layer `digest` and builds its table on a blocking thread as the bytes arrive.
+async fn build_table(
+    client: &RegistryClient,
+    place: &Place,
+    digest: &Digest,
+    size: u64,
+) -> Result<LayerToc, LazyError> {
+    let (tx, rx) = mpsc::channel(32);
+    let layer = *digest;
+    let builder = tokio::task::spawn_blocking(move || {
+        let mut reader = ChannelReader {
+            rx,
+            chunk: Bytes::new(),
+            hash: sha2::Digest::new(),
+        };
+        let toc = LayerToc::build(&mut reader, layer);
+        // Drain what the table did not need (nothing, for a well-formed layer) for the digest.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        (toc, Digest::from_sha256(reader.hash))
+    });
+    let download = client.blob(
+        &place.hosts,
+        &place.registry,
+        &place.repository,
+        digest,
+        Some(size),
+        size,
+        tx,
+        |_| {},
+    );
+    let downloaded = download.await;
+    let (toc, actual) = builder.await.map_err(|e| LazyError::Layer {
+        layer: *digest,
+        reason: e.to_string(),
+    })?;
+    downloaded?;
+    if actual != *digest {
+        return Err(RegistryError::DigestMismatch {
+            what: format!("layer {digest}"),
+            expected: *digest,
+            actual,
+        }
+        .into());
+    }
+    let toc = toc?;
+    if toc.compressed_size != size {
+        return Err(LazyError::Layer {
+            layer: *digest,
+            reason: format!(
+                "the gzip stream ends at byte {} of {size}",
+                toc.compressed_size
+            ),
+        });
+    }
+    Ok(toc)
+}
+
+/// The image's index: its tables by layer (fetched by digest and checked), in layer order.
+pub(crate) async fn fetch_index(
+    client: &RegistryClient,
+    place: &Place,
+    subject: &Digest,
+    manifest: &ImageManifest,
+    image: &str,
+) -> Result<Vec<Arc<LayerToc>>, LazyError> {
+    let listed = match client
+        .referrers(place.host(), &place.registry, &place.repository, subject)
+        .await?
+    {
+        Some(list) => Some(list),
+        None => {
+            client
+                .manifest_bytes(
+                    place.host(),
+                    &place.registry,
+                    &place.repository,
+                    &artifact::referrers_tag(subject),
+                )
+                .await?
+        }
+    };
+    let no_index = || LazyError::NoIndex {
+        image: image.to_owned(),
+    };
+    let artifact_digest = match listed {
+        Some(list) => artifact::find_ours(&list)?.ok_or_else(no_index)?,
+        None => return Err(no_index()),
+    };
+    let bytes = client
+        .manifest_bytes(
+            place.host(),
+            &place.registry,
+            &place.repository,
+            &artifact_digest.to_string(),
+        )
+        .await?
+        .ok_or_else(no_index)?;
+    if Digest::of(&bytes) != artifact_digest {
+        return Err(LazyError::Index {
+            reason: format!("the index manifest is not {artifact_digest}"),
+        });
+    }
+    let tables = artifact::tables(&bytes, subject)?;
+    let mut out = Vec::new();
+    for layer in manifest.layers() {
+        let digest = Digest::parse(layer.digest().as_ref()).map_err(|e| LazyError::Index {
+            reason: format!("a layer digest: {e}"),
+        })?;
+        let (blob, size) = tables.get(&digest).ok_or_else(|| LazyError::Index {
+            reason: format!("no table for layer {digest}"),
+        })?;
+        if *size > MAX_TOC_BYTES {
+            return Err(LazyError::Index {
+                reason: format!("the table of layer {digest} is {size} bytes"),
+            });
+        }
+        let compressed = client
+            .small_blob(
+                &place.hosts,
+                &place.registry,
+                &place.repository,
+                blob,
+                *size,
+            )
+            .await?;
+        let mut json = Vec::new();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .take(MAX_TOC_BYTES + 1)
+            .read_to_end(&mut json)
+            .map_err(|e| LazyError::Index {
+                reason: format!("the table of layer {digest}: {e}"),
+            })?;
+        if json.len() as u64 > MAX_TOC_BYTES {
+            return Err(LazyError::Index {
+                reason: format!("the table of layer {digest} is over {MAX_TOC_BYTES} bytes"),
+            });
+        }
+        let toc = LayerToc::parse(&json)?;
+        if toc.layer != digest || toc.compressed_size != layer.size() {
+            return Err(LazyError::Index {
+                reason: format!("the table for layer {digest} describes {}", toc.layer),
+            });
+        }
+        out.push(Arc::new(toc));
+    }
+    Ok(out)
+}
+
+/// The topmost entry at `path` (no leading `/`) across `tables`, unless a whiteout in a layer
+/// above hides it.
+fn lookup<'a>(
+    tables: &'a [Arc<LayerToc>],
+    path: &str,
+) -> Option<(&'a LayerToc, &'a toc::TocEntry)> {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let whiteout = if dir.is_empty() {
+        format!(".wh.{name}")
+    } else {
+        format!("{dir}/.wh.{name}")
+    };
+    for t in tables.iter().rev() {
+        if let Some(e) = t.entry(path) {
+            return Some((t, e));
+        }
+        if t.entry(&whiteout).is_some() {
+            return None;
+        }
+    }
+    None
+}
+
+/// `path` with every symlink along it followed inside the image (at most 40, as Linux).
+fn resolve(tables: &[Arc<LayerToc>], path: &str) -> Option<String> {
+    let mut rest: std::collections::VecDeque<String> = path.split('/').map(str::to_owned).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = rest.pop_front() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = if done.is_empty() {
+            c.clone()
+        } else {
+            format!("{}/{c}", done.join("/"))
+        };
+        match lookup(tables, &candidate) {
+            Some((_, e)) if e.kind == toc::Kind::Symlink => {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                let target = e.link.clone().unwrap_or_default();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                for part in target.split('/').rev() {
+                    rest.push_front(part.to_owned());
+                }
+            }
+            _ => done.push(c),
+        }
+    }
+    Some(done.join("/"))
+}
+
+/// Reads file `path` of the image through its index: symlinks followed inside the image, the
+/// entry from the top layer down, its content by a Range request, checked against the index.
+pub(crate) async fn read_file(
+    client: &RegistryClient,
+    place: &Place,
+    tables: &[Arc<LayerToc>],
+    path: &str,
+    image: &str,
+) -> Result<Vec<u8>, LazyError> {
+    let found = resolve(tables, path).and_then(|p| lookup(tables, &p));
+    let Some((toc, entry)) = found.filter(|(_, e)| e.kind == toc::Kind::File) else {
+        return Err(LazyError::NoFile {
+            path: path.to_owned(),
+            image: image.to_owned(),
+        });
+    };
+    let (_, start, end) = toc.span_of(entry);
+    let compressed = client
+        .blob_range(
+            place.host(),
+            &place.registry,
+            &place.repository,
+            &toc.layer,
+            start,
+            end,
+        )
+        .await?;
+    toc.read_entry(entry, &compressed)
+}

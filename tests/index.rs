@@ -1,0 +1,317 @@
+//! Lazy-start indexes end to end: `skiff index push` against the real registry (distribution
+//! 2.8: the referrers tag scheme), files read back through the index with Range requests,
+//! a tampered index refused; as root and as the unprivileged test user.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+mod common;
+
+use common::Env;
+use skiff_test_rig::image::Blob;
+use skiff_test_rig::{
+    Compression, Entry, Format, Image, ImageBuilder, Registry, busybox, rootless_test,
+};
+use skiff_test_rig::{Fault, FaultProxy};
+
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Pseudo-random bytes: they do not compress, so a layer of them spans many checkpoints.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// busybox, a layer of 12 MiB of files (several checkpoints apart), and a top layer that
+/// deletes one of them and links to another.
+fn image() -> (Image, Vec<(String, Vec<u8>)>) {
+    let files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("data/f{i}"), noise(2 << 20, i + 1)))
+        .collect();
+    let entries: Vec<Entry> = files
+        .iter()
+        .map(|(p, d)| Entry::file(p.clone(), d.clone()))
+        .collect();
+    let image = ImageBuilder::new(Format::Oci)
+        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+        .unwrap()
+        .layer(&entries, Compression::GzipDefault)
+        .unwrap()
+        .layer(
+            &[
+                Entry::whiteout("data/f0"),
+                Entry::symlink("etc/latest", "/data/f5"),
+                Entry::file("data/new", "written on top\n"),
+            ],
+            Compression::Gzip,
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    (image, files)
+}
+
+fn push_and_read_body() {
+    let registry = Registry::start().unwrap();
+    let client = registry.client().unwrap();
+    let (image, files) = image();
+    client.push_image("tools/data", "1", &image).unwrap();
+    let name = format!("{}/tools/data:1", registry.host());
+    let env = Env::new();
+
+    // No index yet: a clear error naming the command that makes one.
+    let out = env.skiff(&["index", "cat", &name, "/data/f1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("has no lazy index") && stderr.contains("skiff index push"),
+        "{stderr}"
+    );
+
+    let printed = env.ok(&["index", "push", &name]);
+    let tag = format!("sha256-{}", image.manifest.digest.hex());
+    assert!(
+        printed.contains("indexed 3 layers") && printed.contains(&tag),
+        "{printed}"
+    );
+    // Pushed again: the referrers tag still lists one skiff index.
+    let digest = env.ok(&["index", "push", "-q", &name]).trim().to_owned();
+    let listed = client.get_manifest("tools/data", &tag, &[INDEX]).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&listed.bytes).unwrap();
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 1, "{index}");
+    assert_eq!(manifests[0]["digest"], digest.as_str());
+    assert_eq!(
+        manifests[0]["artifactType"],
+        "application/vnd.skiff.lazy.index.v1+json"
+    );
+
+    // Through a proxy that logs what is asked for: one file costs a Range request of its
+    // part of the layer, not the layer.
+    let proxy = FaultProxy::start(registry.addr(), Vec::new()).unwrap();
+    let via = format!("{}/tools/data:1", proxy.host());
+    let data_layer = &image.layers[1].blob;
+    let out = env.skiff(&["index", "cat", &via, "/data/f3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == files[3].1, "data/f3: content differs");
+    let ranged: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains(&data_layer.digest.hex()))
+        .collect();
+    assert_eq!(ranged.len(), 1, "{ranged:?}");
+    let (from, to) = ranged[0]
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split_once('-'))
+        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()))
+        .expect("a Range request");
+    let layer_size = data_layer.bytes.len() as u64;
+    assert!(
+        from > 0 && to - from < layer_size / 2,
+        "read {from}-{to} of a {layer_size}-byte layer for one 2 MiB file"
+    );
+
+    // Every file reads back byte for byte.
+    for (path, data) in &files[1..] {
+        let out = env.skiff(&["index", "cat", &via, &format!("/{path}")]);
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == *data, "{path}: content differs");
+    }
+    let out = env.skiff(&["index", "cat", &name, "/etc/latest"]);
+    assert!(out.stdout == files[5].1, "the symlink is followed");
+    assert_eq!(
+        env.ok(&["index", "cat", &name, "/data/new"]),
+        "written on top\n"
+    );
+    let passwd = env.ok(&["index", "cat", &name, "/etc/passwd"]);
+    assert!(passwd.starts_with("root:"), "{passwd}");
+    // Deleted by the top layer's whiteout; never there.
+    for gone in ["/data/f0", "/no/such/file"] {
+        let out = env.skiff(&["index", "cat", &name, gone]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{gone}: {stderr}");
+        assert!(stderr.contains("no such file"), "{stderr}");
+    }
+
+    // A connection dropped mid-read is retried; one that always drops fails the read clearly.
+    let drop_after = |times| Fault::DropAfter {
+        path_contains: data_layer.digest.hex(),
+        bytes: 1000,
+        times,
+    };
+    proxy.add_fault(drop_after(1));
+    let out = env.skiff(&["index", "cat", &via, "/data/f4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == files[4].1,
+        "data/f4 after a dropped connection"
+    );
+    proxy.add_fault(drop_after(100));
+    let out = env.skiff(&["index", "cat", &via, "/data/f2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains(&data_layer.digest.to_string()) && stderr.contains("gave up"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    // Nothing was pulled.
+    assert!(env.ok(&["images", "-q"]).trim().is_empty());
+}
+rootless_test!(
+    rootless_index_push_and_read,
+    push_and_read_body,
+    env = common::rootless_env
+);
+
+#[test]
+fn index_push_and_read() {
+    skiff_test_rig::require_root();
+    push_and_read_body();
+}
+
+/// Tampered tables: a file whose content no longer matches the digest the index gives, and
+/// an index that describes another image, are refused with errors that say so.
+#[test]
+fn a_tampered_index_is_refused() {
+    let registry = Registry::start().unwrap();
+    let client = registry.client().unwrap();
+    let (image, _) = image();
+    client.push_image("tools/data", "1", &image).unwrap();
+    let name = format!("{}/tools/data:1", registry.host());
+    let env = Env::new();
+    let artifact = env.ok(&["index", "push", "-q", &name]).trim().to_owned();
+    let tag = format!("sha256-{}", image.manifest.digest.hex());
+
+    // Rewrite the table of the data layer: f2's digest becomes f3's.
+    let fetched = client
+        .get_manifest("tools/data", &artifact, &[MANIFEST])
+        .unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&fetched.bytes).unwrap();
+    let layer = image.layers[1].blob.digest.to_string();
+    let slot = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|l| l["annotations"]["dev.skiff.lazy.layer"] == layer.as_str())
+        .unwrap();
+    let table_digest = manifest["layers"][slot]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let compressed = client
+        .get_blob("tools/data", &table_digest.parse().unwrap())
+        .unwrap();
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut json,
+    )
+    .unwrap();
+    let mut table: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let entries = table["entries"].as_array_mut().unwrap();
+    let digest_of = |p: &str, entries: &[serde_json::Value]| {
+        entries.iter().find(|e| e["path"] == p).unwrap()["digest"].clone()
+    };
+    let f3 = digest_of("data/f3", entries);
+    let f2 = entries.iter_mut().find(|e| e["path"] == "data/f2").unwrap();
+    f2["digest"] = f3;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &serde_json::to_vec(&table).unwrap()).unwrap();
+    let tampered = Blob::new(
+        gz.finish().unwrap(),
+        "application/vnd.skiff.lazy.toc.v1+json+gzip",
+    );
+    client.push_blob("tools/data", &tampered).unwrap();
+    manifest["layers"][slot]["digest"] = tampered.digest.to_string().into();
+    manifest["layers"][slot]["size"] = tampered.bytes.len().into();
+    let republish = |manifest: &serde_json::Value| {
+        let blob = Blob::new(
+            serde_json::to_vec(manifest).unwrap(),
+            "application/vnd.oci.image.manifest.v1+json",
+        );
+        client
+            .push_manifest("tools/data", &blob.digest.to_string(), &blob)
+            .unwrap();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": blob.digest.to_string(),
+                "size": blob.bytes.len(),
+                "artifactType": "application/vnd.skiff.lazy.index.v1+json"
+            }]
+        });
+        let index = Blob::new(
+            serde_json::to_vec(&index).unwrap(),
+            "application/vnd.oci.image.index.v1+json",
+        );
+        client.push_manifest("tools/data", &tag, &index).unwrap();
+    };
+    republish(&manifest);
+    let out = env.skiff(&["index", "cat", &name, "/data/f2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("data/f2") && stderr.contains("the index says"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no byte of a refused file is printed"
+    );
+
+    // An index whose subject is another image.
+    manifest["subject"]["digest"] = image.config.digest.to_string().into();
+    republish(&manifest);
+    let out = env.skiff(&["index", "cat", &name, "/data/f1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("not the image"), "{stderr}");
+}
+
+/// Only gzip layers have checkpoints: an image with a zstd layer is refused by name.
+#[test]
+fn only_gzip_layers_are_indexed() {
+    let registry = Registry::start().unwrap();
+    let client = registry.client().unwrap();
+    let image = ImageBuilder::new(Format::Oci)
+        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+        .unwrap()
+        .layer(&[Entry::file("app/z", "zstd")], Compression::Zstd)
+        .unwrap()
+        .build()
+        .unwrap();
+    client.push_image("tools/z", "1", &image).unwrap();
+    let env = Env::new();
+    let out = env.skiff(&["index", "push", &format!("{}/tools/z:1", registry.host())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains(&image.layers[1].blob.digest.to_string())
+            && stderr.contains("only gzip layers can be indexed"),
+        "{stderr}"
+    );
+}
