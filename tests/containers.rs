@@ -863,3 +863,72 @@ rootless_test!(
     exec_tty_privileged_and_signals,
     env = common::rootless_env
 );
+
+/// A `create` killed with -9 after it made the container's directory but before its record
+/// leaves a directory no command can name; `gc` removes it once its creator is gone.
+fn create_killed_before_its_record_body() {
+    let env = RunEnv::new();
+    let img = env.busybox();
+    env.ok(&[&img, "true"]); // pulled
+    let mut child = env
+        .cmd(&["create", "--name", "half", &img, "sleep", "1"])
+        .env("SKIFF_TEST_STOP_AT", "record")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stat = format!("/proc/{}/stat", child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&stat).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, a)| a.trim_start().starts_with('T'))
+    }) {
+        assert!(Instant::now() < deadline, "skiff create never stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let containers = env.root().join("containers");
+    let left: Vec<_> = std::fs::read_dir(&containers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].join("hold.json").exists());
+    assert!(!left[0].join("config.v2.json").exists());
+    let ps = env.skiff(&["ps", "-a", "-q"]);
+    assert!(
+        ps.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+
+    let gc = env.skiff(&["gc"]);
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 0);
+    // The name is free again.
+    let created = env.skiff(&["create", "--name", "half", &img, "true"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert!(env.skiff(&["rm", "half"]).status.success());
+}
+
+#[test]
+fn a_create_killed_before_its_record_is_removed_by_gc() {
+    require_root();
+    create_killed_before_its_record_body();
+}
+
+rootless_test!(
+    rootless_a_create_killed_before_its_record_is_removed_by_gc,
+    create_killed_before_its_record_body,
+    env = common::rootless_env
+);

@@ -463,7 +463,7 @@ fn killed_between_create_and_start(env: &RunEnv, sweep: &[&str]) {
     env.ok(&[&img, "true"]); // pulled: the killed run gets to its create at once
     let mut child = env
         .cmd(&["run", "--rm", &img, "echo", "never"])
-        .env("SKIFF_TEST_STOP_BEFORE_START", "1")
+        .env("SKIFF_TEST_STOP_AT", "start")
         // Not the test's pipes: a surviving init would hold them open.
         .stdout(Stdio::null())
         .stderr(Stdio::null())

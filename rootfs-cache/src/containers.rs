@@ -128,8 +128,9 @@ impl Store {
         let record = HoldRecord {
             id: id.to_owned(),
             pid: std::process::id(),
-            // A container lives until it is removed, not with the process that created it.
-            pid_start: None,
+            // Who created it: a creation whose creator died before the caller's record was
+            // written is abandoned (see `abandoned_containers`).
+            pid_start: crate::holds::start_time(std::process::id()),
             layers: layers.to_vec(),
             images: images.to_vec(),
             created_at: now(),
@@ -177,6 +178,37 @@ impl Store {
                 ContainerEntry::NoHold(_) | ContainerEntry::Other(_) => None,
             })
             .collect())
+    }
+
+    /// Containers whose creation never finished, by id: a directory without `hold.json` made
+    /// more than a minute ago (its creator was killed between the mkdir and the hold), or one
+    /// with a hold but without `record` (the file the caller writes next) whose creating
+    /// process is gone. Remove them with [`Store::remove_container_dir`].
+    pub fn abandoned_containers(&self, record: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.container_entries()? {
+            let (dir, abandoned) = match entry {
+                ContainerEntry::NoHold(dir) => {
+                    let old = fs::symlink_metadata(&dir)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age.as_secs() > 60);
+                    (dir, old)
+                }
+                ContainerEntry::Container { dir, hold } => {
+                    let abandoned = !dir.join(record).exists()
+                        && read_json::<HoldRecord>(&hold)?
+                            .is_some_and(|h| !crate::holds::owner_alive(&h));
+                    (dir, abandoned)
+                }
+                ContainerEntry::Other(_) => continue,
+            };
+            if abandoned && let Some(id) = dir.file_name().and_then(|n| n.to_str()) {
+                out.push(id.to_owned());
+            }
+        }
+        Ok(out)
     }
 
     /// Removes container `id`'s directory and with it its hold (its layers and images go at a

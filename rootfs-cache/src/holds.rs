@@ -286,7 +286,7 @@ impl Store {
 
 /// Whether the process that registered `hold` still exists (an old record without a start
 /// time counts as alive while its pid does).
-fn owner_alive(hold: &HoldRecord) -> bool {
+pub(crate) fn owner_alive(hold: &HoldRecord) -> bool {
     match (start_time(hold.pid), hold.pid_start) {
         (None, _) => false,
         (Some(now), Some(then)) => now == then,
@@ -295,7 +295,7 @@ fn owner_alive(hold: &HoldRecord) -> bool {
 }
 
 /// Field 22 of /proc/<pid>/stat: when the process started, in clock ticks after boot.
-fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?
         .1

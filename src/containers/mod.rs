@@ -23,4 +23,4 @@ pub(crate) use network::{
     NetworkRecord, all_networks, create_network, find_network, peer_hosts, remove_network,
 };
 pub use record::Status;
-pub(crate) use record::{ContainerDir, Record, State, now_ns};
+pub(crate) use record::{ContainerDir, RECORD, Record, State, now_ns};

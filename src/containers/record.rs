@@ -11,7 +11,7 @@ use super::error::{ContainerError, io};
 use crate::launch::RunOptions;
 
 /// The record file (docker's name for it).
-const RECORD: &str = "config.v2.json";
+pub(crate) const RECORD: &str = "config.v2.json";
 /// The state file.
 const STATE: &str = "state.json";
 /// Held for a state change (read, modify, write).

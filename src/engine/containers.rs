@@ -235,6 +235,7 @@ impl Engine {
         let path = store
             .create_container_dir(&id, &layers, &[image_record.manifest])
             .map_err(ContainerError::from)?;
+        crate::launch::test_stop_point("record");
         let record = Record {
             id: id.clone(),
             name,

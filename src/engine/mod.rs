@@ -452,7 +452,18 @@ impl Engine {
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport, EngineError> {
         self.sweep_as_root()?;
         self.enter_store_namespace()?;
-        self.store()?.gc(options).map_err(|e| self.store_err(e))
+        let store = self.store()?;
+        // Containers whose `create` was killed before its record was written.
+        let abandoned = store
+            .abandoned_containers(crate::containers::RECORD)
+            .map_err(|e| self.store_err(e))?;
+        for id in abandoned {
+            tracing::info!(container = %id, "removing a container whose creation never finished");
+            store
+                .remove_container_dir(&id)
+                .map_err(|e| self.store_err(e))?;
+        }
+        store.gc(options).map_err(|e| self.store_err(e))
     }
 
     /// Checks the store for corrupt and orphaned entries.

@@ -362,9 +362,14 @@ fn dead_runs(store: &Store) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A test hook: when set, `run` stops itself (SIGSTOP) between its container's create and
-/// start, where a worker's kill -9 may land, so that a test can kill it there.
-const STOP_BEFORE_START: &str = "SKIFF_TEST_STOP_BEFORE_START";
+/// A test hook: `SKIFF_TEST_STOP_AT=<point>` makes skiff stop itself (SIGSTOP) at that point
+/// (`start`: between a run's container create and start; `record`: between a job container's
+/// directory and its record), where a worker's kill -9 may land, so a test can kill it there.
+pub(crate) fn test_stop_point(point: &str) {
+    if std::env::var_os("SKIFF_TEST_STOP_AT").is_some_and(|p| p == point) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+}
 
 /// Runs `options` in `image` (its config `config`) from the store; returns the exit code.
 ///
@@ -386,9 +391,7 @@ pub fn run(
     timings.mark("spec");
     let mut container = create_container(&rootfs, options, seccomp, v2_devices, None, None)?;
     timings.mark("create");
-    if std::env::var_os(STOP_BEFORE_START).is_some() {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
-    }
+    test_stop_point("start");
     let (exit_code, reaped) = match prepared.signals.pending_termination() {
         // Interrupted during set-up: the payload never starts.
         Some(sig) => (128 + sig as i32, false),
