@@ -51,7 +51,7 @@ pub use image::ManifestError;
 pub use launch::{ExecOptions, PullPolicy, RunError, RunOutcome, Timings};
 pub use launch::{LimitError, LimitFlags, Limits, Ulimit};
 pub use launch::{Network, RunOptions, Seccomp, SpecError, Volume};
-pub use lazy::{IndexReport, LazyError};
+pub use lazy::{IndexReport, LazyError, LazyMount};
 pub use progress::{LayerEvent, Notice, Progress, Silent};
 pub use pull::{PullError, PullOptions, PullReport};
 pub use reference::{Reference, ReferenceError};

@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::Env;
 use skiff_test_rig::image::Blob;
 use skiff_test_rig::{
@@ -313,5 +315,113 @@ fn only_gzip_layers_are_indexed() {
         stderr.contains(&image.layers[1].blob.digest.to_string())
             && stderr.contains("only gzip layers can be indexed"),
         "{stderr}"
+    );
+}
+
+/// `skiff index mount`: the image read-only at a directory through its index (FUSE layers
+/// under an overlay): the merged tree as a pull would give it, binaries that run, files fetched
+/// by Range requests only, a read the registry keeps failing is EIO, and Ctrl-C leaves no mount.
+#[test]
+fn a_lazy_mount_serves_the_image_and_goes_away() {
+    skiff_test_rig::require_root();
+    let registry = Registry::start().unwrap();
+    let client = registry.client().unwrap();
+    let (image, files) = image();
+    client.push_image("tools/data", "1", &image).unwrap();
+    let env = Env::new();
+    env.ok(&[
+        "index",
+        "push",
+        &format!("{}/tools/data:1", registry.host()),
+    ]);
+    let proxy = FaultProxy::start(registry.addr(), Vec::new()).unwrap();
+    let via = format!("{}/tools/data:1", proxy.host());
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().to_str().unwrap().to_owned();
+
+    let mut child = env
+        .cmd(&["index", "mount", &via, &target])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(line.contains("mounted at"), "{line}");
+
+    let root = dir.path();
+    let mut listed: Vec<String> = std::fs::read_dir(root.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["f1", "f2", "f3", "f4", "f5", "new"],
+        "f0 is whited out"
+    );
+    assert!(std::fs::read(root.join("data/f3")).unwrap() == files[3].1);
+    assert_eq!(
+        std::fs::read_link(root.join("etc/latest")).unwrap(),
+        Path::new("/data/f5")
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("data/new")).unwrap(),
+        "written on top\n"
+    );
+    // A binary of the image runs from the mount.
+    let out = std::process::Command::new("chroot")
+        .args([
+            &target,
+            "/bin/sh",
+            "-c",
+            "echo hello from a lazy mount; cat /data/new",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from a lazy mount\nwritten on top\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Only Range requests reached the layers; the data layer was never downloaded whole.
+    let data_layer = image.layers[1].blob.digest.hex();
+    let layer_requests: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/blobs/") && !r.path.contains("uploads"))
+        .filter(|r| {
+            image
+                .layers
+                .iter()
+                .any(|l| r.path.contains(&l.blob.digest.hex()))
+        })
+        .collect();
+    assert!(!layer_requests.is_empty());
+    assert!(
+        layer_requests.iter().all(|r| r.range.is_some()),
+        "{layer_requests:?}"
+    );
+    // A registry that keeps dropping the connection: the read fails with EIO.
+    proxy.add_fault(Fault::DropAfter {
+        path_contains: data_layer,
+        bytes: 100,
+        times: 100,
+    });
+    let err = std::fs::read(root.join("data/f2")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&target) && !mounts.contains("skiff-lazy"),
+        "mounts left:\n{mounts}"
     );
 }

@@ -18,6 +18,16 @@ enum IndexCommand {
     Push(PushArgs),
     /// Print one file of an image, read through its index (nothing is pulled)
     Cat(CatArgs),
+    /// Mount an image read-only through its index until interrupted (root; nothing is pulled)
+    Mount(MountArgs),
+}
+
+#[derive(Debug, Args)]
+struct MountArgs {
+    /// The image
+    image: String,
+    /// An existing directory to mount it on
+    dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +68,25 @@ pub fn run(engine: &Engine, args: &IndexArgs) -> anyhow::Result<i32> {
                     report.published_as
                 );
             }
+            Ok(0)
+        }
+        IndexCommand::Mount(a) => {
+            use nix::sys::signal::{SigSet, Signal};
+            let reference = Reference::parse(&a.image)?;
+            // Blocked before the file system's threads start, so they inherit the mask and
+            // this thread receives the signal that ends the mount.
+            let mut signals = SigSet::empty();
+            signals.add(Signal::SIGINT);
+            signals.add(Signal::SIGTERM);
+            signals.thread_block()?;
+            let mount = engine.mount_lazily(&reference, &a.dir)?;
+            eprintln!(
+                "{} mounted at {} (files are fetched as they are read); Ctrl-C unmounts",
+                reference.familiar(),
+                mount.target().display()
+            );
+            signals.wait()?;
+            drop(mount);
             Ok(0)
         }
         IndexCommand::Cat(a) => {

@@ -58,6 +58,51 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Mounts `reference` read-only at `target` (root only) through its lazy-start index: each
+    /// layer a FUSE file system whose files are fetched with Range requests on first read and
+    /// checked against the index, under an overlay. Dropping the returned mount unmounts it.
+    pub fn mount_lazily(
+        &self,
+        reference: &Reference,
+        target: &std::path::Path,
+    ) -> Result<lazy::LazyMount, EngineError> {
+        if self.rootless {
+            return Err(lazy::LazyError::Mount {
+                reason: "a lazy mount outside a container needs root".into(),
+            }
+            .into());
+        }
+        let store = self.store()?;
+        let client = self.client();
+        let name = reference.familiar();
+        // The runtime serves the layers' reads for as long as the mount lives.
+        let runtime = std::sync::Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(EngineError::Runtime)?,
+        );
+        let (place, tables) = runtime.block_on(async {
+            let (hosts, fetched, manifest) =
+                pull::manifest_for(&client, &store, reference, &image::host_platform())
+                    .await
+                    .map_err(Box::new)?;
+            let place = place(reference, hosts);
+            let tables =
+                lazy::fetch_index(&client, &place, &fetched.digest, &manifest, &name).await?;
+            Ok::<_, EngineError>((place, tables))
+        })?;
+        let rt = runtime.clone();
+        let fetch: std::sync::Arc<lazy::FetchLayerEntry> =
+            std::sync::Arc::new(move |toc, entry| {
+                rt.block_on(lazy::fetch_entry(&client, &place, toc, entry))
+            });
+        Ok(lazy::mount::mount(&tables, &fetch, target, false)?)
+    }
+}
+
 fn place(reference: &Reference, hosts: Vec<String>) -> Place {
     Place {
         hosts,

@@ -10,7 +10,9 @@
 //! gzip images unchanged, is JSON, and checks every file against a digest it carries.
 
 pub(crate) mod artifact;
+pub(crate) mod fs;
 pub(crate) mod inflate;
+pub(crate) mod mount;
 pub(crate) mod toc;
 
 use std::io::{Read, Write};
@@ -73,10 +75,22 @@ pub enum LazyError {
         /// What was wrong.
         reason: String,
     },
+    /// The lazy file system could not be mounted.
+    #[error("mounting the image lazily: {reason}")]
+    Mount {
+        /// What failed.
+        reason: String,
+    },
     /// The registry failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
+
+/// Fetches a file of a layer, checked against its table.
+pub(crate) type FetchLayerEntry =
+    dyn Fn(&LayerToc, &toc::TocEntry) -> Result<Vec<u8>, LazyError> + Send + Sync;
+
+pub use mount::LazyMount;
 
 /// Where an image lives: the hosts to try, its registry and repository.
 #[derive(Debug, Clone)]
@@ -478,6 +492,27 @@ fn resolve(tables: &[Arc<LayerToc>], path: &str) -> Option<String> {
         }
     }
     Some(done.join("/"))
+}
+
+/// The checked content of `entry` of layer `toc`, by a Range request.
+pub(crate) async fn fetch_entry(
+    client: &RegistryClient,
+    place: &Place,
+    toc: &LayerToc,
+    entry: &toc::TocEntry,
+) -> Result<Vec<u8>, LazyError> {
+    let (_, start, end) = toc.span_of(entry);
+    let compressed = client
+        .blob_range(
+            place.host(),
+            &place.registry,
+            &place.repository,
+            &toc.layer,
+            start,
+            end,
+        )
+        .await?;
+    toc.read_entry(entry, &compressed)
 }
 
 /// Reads file `path` of the image through its index: symlinks followed inside the image, the

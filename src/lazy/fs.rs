@@ -1,0 +1,378 @@
+//! A layer served from its table: a read-only FUSE file system whose metadata comes from the
+//! index and whose file contents are fetched on first read (by the `fetch` given to it, which
+//! checks each file against the table's digest), laid out as overlayfs wants a lower layer:
+//! whiteouts as 0/0 character devices, opaque directories marked with the overlay xattr.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+};
+
+use super::LazyError;
+use super::toc::{Kind, LayerToc, TocEntry};
+
+/// Metadata never changes: the kernel may cache it for long.
+const TTL: Duration = Duration::from_secs(3600);
+const WHITEOUT: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+/// Fetches a file's content, checked against the table.
+pub(crate) type Fetch = dyn Fn(&TocEntry) -> Result<Vec<u8>, LazyError> + Send + Sync;
+
+struct Node {
+    attr: FileAttr,
+    /// The table entry (None: a directory the table only implies, or a whiteout).
+    entry: Option<TocEntry>,
+    parent: u64,
+    children: BTreeMap<OsString, u64>,
+    opaque: bool,
+}
+
+/// One layer as a FUSE file system.
+pub(crate) struct LayerFs {
+    nodes: Vec<Node>,
+    fetch: Box<Fetch>,
+    /// The prefix of overlayfs's xattrs: `trusted.` as root, `user.` with `userxattr`.
+    xattr_prefix: &'static str,
+    contents: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for LayerFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerFs")
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn attr(ino: u64, kind: FileType, perm: u16, e: Option<&TocEntry>) -> FileAttr {
+    let mtime = UNIX_EPOCH + Duration::from_secs(e.map_or(0, |e| e.mtime));
+    let size = e.map_or(0, |e| match e.kind {
+        Kind::Symlink => e.link.as_ref().map_or(0, |l| l.len() as u64),
+        _ => e.size,
+    });
+    let rdev = e
+        .and_then(|e| e.dev)
+        .map_or(0, |(major, minor)| libc::makedev(major, minor) as u32);
+    FileAttr {
+        ino: INodeNo(ino),
+        size,
+        blocks: size.div_ceil(512),
+        atime: mtime,
+        mtime,
+        ctime: mtime,
+        crtime: mtime,
+        kind,
+        perm,
+        nlink: 1,
+        uid: e.map_or(0, |e| u32::try_from(e.uid).unwrap_or(u32::MAX)),
+        gid: e.map_or(0, |e| u32::try_from(e.gid).unwrap_or(u32::MAX)),
+        rdev,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File | Kind::Hardlink => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Char => FileType::CharDevice,
+        Kind::Block => FileType::BlockDevice,
+        Kind::Fifo => FileType::NamedPipe,
+    }
+}
+
+impl LayerFs {
+    /// The file system of `toc`; `rootless` picks overlayfs's `user.` xattrs.
+    pub(crate) fn new(toc: &LayerToc, fetch: Box<Fetch>, rootless: bool) -> Self {
+        let root = Node {
+            attr: attr(1, FileType::Directory, 0o755, None),
+            entry: None,
+            parent: 1,
+            children: BTreeMap::new(),
+            opaque: false,
+        };
+        let mut fs = Self {
+            nodes: vec![root],
+            fetch,
+            xattr_prefix: if rootless { "user." } else { "trusted." },
+            contents: Mutex::new(HashMap::new()),
+        };
+        for e in &toc.entries {
+            fs.add(e);
+        }
+        fs
+    }
+
+    fn node(&self, ino: INodeNo) -> Option<&Node> {
+        usize::try_from(ino.0)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| self.nodes.get(i))
+    }
+
+    /// The directory at `path`, made (0755, root's) where the table only implies it.
+    fn dir(&mut self, path: &str) -> u64 {
+        let mut ino = 1;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            let next = self.nodes[ino as usize - 1]
+                .children
+                .get(OsStr::new(part))
+                .copied();
+            ino = match next {
+                Some(child) => child,
+                None => self.insert(ino, part, attr(0, FileType::Directory, 0o755, None), None),
+            };
+        }
+        ino
+    }
+
+    fn insert(&mut self, parent: u64, name: &str, mut a: FileAttr, e: Option<TocEntry>) -> u64 {
+        let ino = self.nodes.len() as u64 + 1;
+        a.ino = INodeNo(ino);
+        self.nodes.push(Node {
+            attr: a,
+            entry: e,
+            parent,
+            children: BTreeMap::new(),
+            opaque: false,
+        });
+        self.nodes[parent as usize - 1]
+            .children
+            .insert(OsString::from(name), ino);
+        ino
+    }
+
+    fn lookup_path(&self, path: &str) -> Option<u64> {
+        let mut ino = 1;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            ino = *self.nodes[ino as usize - 1]
+                .children
+                .get(OsStr::new(part))?;
+        }
+        Some(ino)
+    }
+
+    fn add(&mut self, e: &TocEntry) {
+        let (dir, name) = e.path.rsplit_once('/').unwrap_or(("", e.path.as_str()));
+        if name.is_empty() {
+            // The layer's root itself: its metadata.
+            if e.kind == Kind::Dir {
+                let keep = self.nodes[0].attr.ino;
+                self.nodes[0].attr = attr(keep.0, FileType::Directory, e.mode as u16, Some(e));
+            }
+            return;
+        }
+        let parent = self.dir(dir);
+        if name == OPAQUE {
+            self.nodes[parent as usize - 1].opaque = true;
+            return;
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+            let a = attr(0, FileType::CharDevice, 0, None);
+            self.replace_or_insert(parent, hidden, a, None);
+            return;
+        }
+        if e.kind == Kind::Hardlink {
+            let target = e.link.as_deref().and_then(|t| self.lookup_path(t));
+            if let Some(target) = target {
+                self.nodes[target as usize - 1].attr.nlink += 1;
+                self.nodes[parent as usize - 1]
+                    .children
+                    .insert(OsString::from(name), target);
+            }
+            return;
+        }
+        let a = attr(0, file_type(e.kind), (e.mode & 0o7777) as u16, Some(e));
+        self.replace_or_insert(parent, name, a, Some(e.clone()));
+    }
+
+    /// A later entry of the same name replaces the earlier (a directory keeps its children).
+    fn replace_or_insert(&mut self, parent: u64, name: &str, a: FileAttr, e: Option<TocEntry>) {
+        match self.nodes[parent as usize - 1]
+            .children
+            .get(OsStr::new(name))
+            .copied()
+        {
+            Some(ino) => {
+                let node = &mut self.nodes[ino as usize - 1];
+                node.attr = FileAttr {
+                    ino: INodeNo(ino),
+                    ..a
+                };
+                node.entry = e;
+            }
+            None => {
+                self.insert(parent, name, a, e);
+            }
+        }
+    }
+
+    fn content(&self, ino: u64, entry: &TocEntry) -> Result<Arc<Vec<u8>>, LazyError> {
+        if let Some(c) = self.contents.lock().ok().and_then(|m| m.get(&ino).cloned()) {
+            return Ok(c);
+        }
+        let data = Arc::new((self.fetch)(entry)?);
+        if let Ok(mut m) = self.contents.lock() {
+            m.insert(ino, data.clone());
+        }
+        Ok(data)
+    }
+
+    fn xattrs(&self, node: &Node) -> Vec<(String, Vec<u8>)> {
+        use base64::Engine as _;
+        let mut out: Vec<(String, Vec<u8>)> = node
+            .entry
+            .iter()
+            .flat_map(|e| e.xattrs.iter())
+            .filter_map(|(k, v)| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .ok()
+                    .map(|v| (k.clone(), v))
+            })
+            .collect();
+        if node.opaque {
+            out.push((
+                format!("{}overlay.opaque", self.xattr_prefix),
+                b"y".to_vec(),
+            ));
+        }
+        out
+    }
+}
+
+impl Filesystem for LayerFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self
+            .node(parent)
+            .and_then(|p| p.children.get(name))
+            .and_then(|ino| self.node(INodeNo(*ino)))
+        {
+            Some(node) => reply.entry(&TTL, &node.attr, Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino) {
+            Some(node) => reply.attr(&TTL, &node.attr),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.node(ino).and_then(|n| n.entry.as_ref()?.link.as_ref()) {
+            Some(target) => reply.data(target.as_bytes()),
+            None => reply.error(Errno::EINVAL),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.node(ino) {
+            Some(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(entry) = self.node(ino).and_then(|n| n.entry.as_ref()) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.content(ino.0, entry) {
+            Ok(data) => {
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                let end = start.saturating_add(size as usize).min(data.len());
+                reply.data(&data[start..end]);
+            }
+            Err(err) => {
+                tracing::warn!(path = %entry.path, err = %crate::error_chain(&err), "a lazy read failed");
+                reply.error(Errno::EIO);
+            }
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(node) = self.node(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let dots = [(ino.0, ".".into()), (node.parent, "..".into())];
+        let all = dots.into_iter().chain(
+            node.children
+                .iter()
+                .map(|(name, child)| (*child, name.clone())),
+        );
+        for (i, (child, name)) in all.enumerate().skip(offset as usize) {
+            let kind = self
+                .node(INodeNo(child))
+                .map_or(FileType::RegularFile, |n| n.attr.kind);
+            if reply.add(INodeNo(child), i as u64 + 1, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(node) = self.node(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self
+            .xattrs(node)
+            .into_iter()
+            .find(|(k, _)| OsStr::new(k) == name)
+        {
+            Some((_, v)) if size == 0 => reply.size(v.len() as u32),
+            Some((_, v)) if v.len() <= size as usize => reply.data(&v),
+            Some(_) => reply.error(Errno::ERANGE),
+            None => reply.error(Errno::NO_XATTR),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let Some(node) = self.node(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let mut names = Vec::new();
+        for (k, _) in self.xattrs(node) {
+            names.extend_from_slice(k.as_bytes());
+            names.push(0);
+        }
+        if size == 0 {
+            reply.size(names.len() as u32);
+        } else if names.len() <= size as usize {
+            reply.data(&names);
+        } else {
+            reply.error(Errno::ERANGE);
+        }
+    }
+}
