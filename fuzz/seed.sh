@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 c=corpus
-mkdir -p $c/{reference,manifest,image_config,challenge,token_reply,credentials,registry_config,seccomp_profile,tar_layer,format_template}
+mkdir -p $c/{reference,manifest,image_config,challenge,token_reply,credentials,registry_config,seccomp_profile,tar_layer,format_template,lazy_index}
 i=0
 put() { i=$((i+1)); printf '%s' "$2" >"$c/$1/seed-$i"; }
 putb() { i=$((i+1)); printf "$2" >"$c/$1/seed-$i"; }
@@ -44,3 +44,10 @@ for k in 0 1 2; do
   { printf "\\x0$k"; tar --numeric-owner --owner=0 --group=0 -C "$t/l" -cf - etc; } >$c/tar_layer/seed-layer-$k
 done
 { printf '\x00'; tar -C "$t/l" -P --transform 's,^etc,../../escape,' -cf - etc/hello; } >$c/tar_layer/seed-escape
+# lazy_index: a layer table, an index artifact, a gzip layer (first byte picks the parser).
+T="{\"version\":1,\"layer\":\"$D\",\"compressed_size\":40,\"diff_id\":\"$D\",\"uncompressed_size\":2048,\"checkpoints\":[{\"input\":20,\"output\":1024,\"bits\":3,\"bit_buf\":5,\"window\":\"AAAA\"}],\"entries\":[{\"path\":\"etc/hello\",\"kind\":\"file\",\"mode\":420,\"uid\":0,\"gid\":0,\"mtime\":0,\"size\":6,\"offset\":512,\"digest\":\"$D\"},{\"path\":\"etc/l\",\"kind\":\"symlink\",\"mode\":511,\"uid\":0,\"gid\":0,\"mtime\":0,\"link\":\"hello\"}]}"
+put lazy_index $'\x00'"$T"
+S=sha256:$(printf '%s' subject | sha256sum | cut -d' ' -f1)
+put lazy_index $'\x01'"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"artifactType\":\"application/vnd.skiff.lazy.index.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.empty.v1+json\",\"digest\":\"$D\",\"size\":2},\"layers\":[{\"mediaType\":\"application/vnd.skiff.lazy.toc.v1+json+gzip\",\"digest\":\"$D\",\"size\":9,\"annotations\":{\"dev.skiff.lazy.layer\":\"$D\"}}],\"subject\":{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"$S\",\"size\":1}}"
+put lazy_index $'\x01'"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"$D\",\"size\":3,\"artifactType\":\"application/vnd.skiff.lazy.index.v1+json\"}]}"
+{ printf '\x02'; tar --numeric-owner --owner=0 --group=0 -C "$t/l" -cf - etc | gzip -6; } >$c/lazy_index/seed-gzip

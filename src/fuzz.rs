@@ -147,3 +147,58 @@ pub fn format_template(data: &[u8]) {
         }
     }
 }
+
+/// What a lazy read takes from a registry: the first byte picks a parser; the rest is a layer
+/// table (then every file is read from a blob of zeros, as a tampered table would be used), an
+/// index artifact and a referrers list (checked against a fixed subject), or a gzip stream
+/// inflated from its start and from a checkpoint the rest of the input describes.
+pub fn lazy_index(data: &[u8]) {
+    use crate::lazy::{artifact, inflate, toc};
+    use std::io::Read as _;
+
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    match pick % 3 {
+        0 => {
+            if let Ok(table) = toc::LayerToc::parse(rest) {
+                let blob = vec![0u8; 1 << 16];
+                for entry in table.entries.iter().take(64) {
+                    let (_, from, to) = table.span_of(entry);
+                    let (from, to) = (from.min(blob.len() as u64), to.min(blob.len() as u64));
+                    if entry.size <= 1 << 20 {
+                        let _ =
+                            table.read_entry(entry, &blob[from as usize..to.max(from) as usize]);
+                    }
+                }
+                let _ = table.longest_span();
+            }
+        }
+        1 => {
+            let subject = crate::Digest::of(b"subject");
+            let _ = artifact::tables(rest, &subject);
+            let _ = artifact::find_ours(rest);
+            let _ = artifact::add_referrer(Some(rest), &subject, 1);
+        }
+        _ => {
+            let limit = 1 << 22;
+            let _ = inflate::Inflater::new(rest)
+                .recording(1 << 12)
+                .take(limit)
+                .read_to_end(&mut Vec::new());
+            let (head, stream) = rest.split_at(rest.len().min(4));
+            let mut bytes = [0u8; 4];
+            bytes[..head.len()].copy_from_slice(head);
+            let point = inflate::Checkpoint {
+                input: 0,
+                output: u64::from(bytes[0]) << 8,
+                bits: bytes[1] % 8,
+                bit_buf: bytes[2],
+                window: vec![bytes[3]; usize::from(bytes[3]) * 128],
+            };
+            if let Ok(resumed) = inflate::Inflater::resume(stream, &point) {
+                let _ = resumed.take(limit).read_to_end(&mut Vec::new());
+            }
+        }
+    }
+}
