@@ -65,8 +65,8 @@ fn init_logging(verbose: u8) {
     // libcontainer and libcgroups log what skiff reports itself (and warn about every v1
     // controller the host lacks): their lines are debug output only, never the user's.
     let default = match verbose {
-        0 => "warn,libcontainer=off,libcgroups=off",
-        1 => "info,libcontainer=off,libcgroups=off",
+        0 => "warn,libcontainer=off,libcgroups=off,fuser=off",
+        1 => "info,libcontainer=off,libcgroups=off,fuser=off",
         2 => "debug",
         _ => "trace",
     };

@@ -17,6 +17,13 @@ pub enum Notice {
         /// The image as the user would write it.
         image: String,
     },
+    /// `run --lazy` pulls the image whole first, for `reason`.
+    LazyFallback {
+        /// The image as the user would write it.
+        image: String,
+        /// Why it cannot start lazily.
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for Notice {
@@ -26,6 +33,12 @@ impl std::fmt::Display for Notice {
                 write!(f, "Unable to find image '{image}' locally")
             }
             Self::Pulling { image } => write!(f, "Pulling {image}"),
+            Self::LazyFallback { image, reason } => {
+                write!(
+                    f,
+                    "{image} cannot start lazily ({reason}): pulling it whole"
+                )
+            }
         }
     }
 }

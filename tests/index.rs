@@ -425,3 +425,140 @@ fn a_lazy_mount_serves_the_image_and_goes_away() {
         "mounts left:\n{mounts}"
     );
 }
+
+/// `run --lazy`: an uncached image with an index starts from it (files by Range request), is
+/// pulled whole meanwhile (in the store afterwards, `verify` clean), and the next run uses the
+/// store; an image without an index falls back to a full pull with one line saying why; a
+/// lazy run killed with -9 leaves no helper behind.
+#[test]
+fn run_lazy_starts_from_the_index_and_pulls_meanwhile() {
+    skiff_test_rig::require_root();
+    let registry = Registry::start().unwrap();
+    let client = registry.client().unwrap();
+    let (image, files) = image();
+    client.push_image("tools/data", "1", &image).unwrap();
+    client.push_image("tools/plain", "1", &image).unwrap();
+    let env = Env::new();
+    env.ok(&[
+        "index",
+        "push",
+        &format!("{}/tools/data:1", registry.host()),
+    ]);
+    let proxy = FaultProxy::start(registry.addr(), Vec::new()).unwrap();
+    let via = format!("{}/tools/data:1", proxy.host());
+
+    let out = env.skiff(&[
+        "run",
+        "--rm",
+        "--lazy",
+        &via,
+        "sh",
+        "-c",
+        "ls /data; cat /data/f3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let listing = b"f1\nf2\nf3\nf4\nf5\nnew\n";
+    assert!(out.stdout.starts_with(listing), "{stderr}");
+    assert!(
+        out.stdout[listing.len()..] == files[3].1,
+        "data/f3 through the lazy mount"
+    );
+    assert!(stderr.contains("Unable to find image"), "{stderr}");
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("Not Implemented"),
+        "{stderr}"
+    );
+    // The payload read through Range requests; the background pull fetched the layers whole.
+    let requests = proxy.requests();
+    let data_layer = image.layers[1].blob.digest.hex();
+    let to_layer: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.contains(&data_layer))
+        .collect();
+    assert!(to_layer.iter().any(|r| r.range.is_some()), "{to_layer:?}");
+    assert!(to_layer.iter().any(|r| r.range.is_none()), "{to_layer:?}");
+    // The image is in the store, whole and verified.
+    let images = env.ok(&["images"]);
+    assert!(images.contains("tools/data"), "{images}");
+    let verify = env.skiff(&["verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    // The next run uses the store: nothing more is asked of the registry.
+    let before = proxy.requests().len();
+    let out = env.skiff(&["run", "--rm", "--lazy", &via, "cat", "/data/new"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "written on top\n");
+    assert_eq!(
+        proxy.requests().len(),
+        before,
+        "a cached image needs no registry"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("skiff-lazy"), "{mounts}");
+
+    // No index: a full pull, said in one line.
+    let plain = format!("{}/tools/plain:1", registry.host());
+    let out = env.skiff(&["run", "--rm", "--lazy", &plain, "cat", "/data/new"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "written on top\n",
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("cannot start lazily").count(), 1, "{stderr}");
+    assert!(stderr.contains("has no lazy index"), "{stderr}");
+
+    // Killed with -9 mid-run: the helper goes with it.
+    let fresh = Env::new();
+    let mut child = fresh
+        .cmd(&[
+            "run",
+            "--rm",
+            "--lazy",
+            &via,
+            "sh",
+            "-c",
+            "echo ready; exec sleep 1000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    let root = fresh.root();
+    let helpers = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("environ"))
+                    .map(|env| String::from_utf8_lossy(&env).contains(&root.display().to_string()))
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    assert!(helpers() >= 2, "launcher and helper run");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while helpers() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(helpers(), 0, "the helper outlived its launcher");
+    // The payload of the killed run is swept by the next gc.
+    let gc = fresh.skiff(&["gc"]);
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+}

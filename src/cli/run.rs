@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// Run skiff's init as PID 1: it reaps zombies and forwards signals
     #[arg(long)]
     init: bool,
+    /// Start an image that is not in the store from its lazy index (see `skiff index`): files
+    /// are fetched as they are read while the image is pulled whole
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    lazy: Option<bool>,
     /// Every capability, no seccomp, no masked paths, the host's devices, /sys writable
     #[arg(long)]
     privileged: bool,
@@ -174,6 +178,7 @@ fn options(args: &RunArgs) -> anyhow::Result<(&str, RunOptions)> {
         stop_signal: args.stop_signal.clone(),
         stop_timeout: args.stop_timeout,
         init: args.init,
+        lazy: args.lazy.unwrap_or(false),
         privileged: args.privileged,
         devices: args.device.clone(),
     };

@@ -110,3 +110,200 @@ fn place(reference: &Reference, hosts: Vec<String>) -> Place {
         repository: reference.repository().to_owned(),
     }
 }
+
+/// An image started lazily: its record and config from the registry, its tables, and the
+/// helper that serves them once the launch asks.
+pub(crate) struct LazyImage {
+    pub(crate) record: rootfs_cache::ImageRecord,
+    pub(crate) config: image::ImageConfig,
+    engine: Engine,
+    reference: Reference,
+    place: Place,
+    tables: Vec<std::sync::Arc<lazy::toc::LayerToc>>,
+    helper: Option<lazy::helper::Helper>,
+}
+
+impl LazyImage {
+    /// After the run: the helper finishes the pull (`wait`) or is stopped.
+    pub(crate) fn finish(&mut self, wait: bool) {
+        if let Some(helper) = self.helper.take() {
+            helper.finish(wait);
+        }
+    }
+}
+
+impl crate::launch::LazyLayers for LazyImage {
+    fn serve(&mut self, dirs: &[std::path::PathBuf]) -> Result<(), crate::launch::RunError> {
+        let engine = self.engine.clone();
+        let place = self.place.clone();
+        let reference = self.reference.clone();
+        let fetcher = Box::new(move || {
+            let runtime = std::sync::Arc::new(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| lazy::LazyError::Mount {
+                        reason: format!("starting the I/O runtime: {e}"),
+                    })?,
+            );
+            let client = engine.client();
+            let fetch: std::sync::Arc<lazy::FetchLayerEntry> =
+                std::sync::Arc::new(move |toc, entry| {
+                    runtime.block_on(lazy::fetch_entry(&client, &place, toc, entry))
+                });
+            Ok(fetch)
+        });
+        // Quiet: the payload's output owns the terminal meanwhile.
+        let puller = self
+            .engine
+            .clone()
+            .with_progress(std::sync::Arc::new(crate::progress::Silent));
+        let background = Box::new(move || {
+            puller
+                .pull(&reference, &crate::pull::PullOptions::default())
+                .map(|_| ())
+                .map_err(|e| crate::error_chain(&e))
+        });
+        let work = lazy::helper::HelperWork {
+            fetcher,
+            tables: self.tables.clone(),
+            rootless: self.engine.rootless,
+            background,
+        };
+        let helper = lazy::helper::Helper::spawn(dirs, work)
+            .map_err(|e| crate::launch::RunError::Launch(crate::error_chain(&e)))?;
+        self.helper = Some(helper);
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// The image to run lazily: not in the store, pulling allowed, and an index in its
+    /// repository; `None` (with a notice saying why, where it is not simply cached) otherwise.
+    pub(crate) fn lazy_image(
+        &self,
+        store: &rootfs_cache::Store,
+        image: &str,
+        pull: crate::launch::PullPolicy,
+        timings: &mut crate::launch::Timings,
+    ) -> Result<Option<LazyImage>, EngineError> {
+        use crate::launch::PullPolicy;
+        let Ok(reference) = Reference::parse(image) else {
+            return Ok(None);
+        };
+        if pull == PullPolicy::Never
+            || (pull == PullPolicy::Missing && self.local_image(&reference)?.is_some())
+        {
+            return Ok(None);
+        }
+        let name = reference.familiar();
+        if let Err(e) = nix::unistd::access(
+            "/dev/fuse",
+            nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+        ) {
+            self.progress
+                .notice(&crate::progress::Notice::LazyFallback {
+                    image: name,
+                    reason: format!("FUSE is not available here: /dev/fuse: {e}"),
+                });
+            return Ok(None);
+        }
+        let client = self.client();
+        let found = self.block_on(async {
+            let (hosts, fetched, manifest) =
+                pull::manifest_for(&client, store, &reference, &image::host_platform())
+                    .await
+                    .map_err(Box::new)?;
+            let place = place(&reference, hosts);
+            let config_digest = image::digest_of(manifest.config(), "config").map_err(|e| {
+                lazy::LazyError::Index {
+                    reason: e.to_string(),
+                }
+            })?;
+            let config_bytes = client
+                .small_blob(
+                    &place.hosts,
+                    &place.registry,
+                    &place.repository,
+                    &config_digest,
+                    image::MAX_CONFIG_BYTES,
+                )
+                .await?;
+            let tables =
+                lazy::fetch_index(&client, &place, &fetched.digest, &manifest, &name).await;
+            Ok::<_, EngineError>((
+                place,
+                fetched,
+                manifest,
+                config_digest,
+                config_bytes,
+                tables,
+            ))
+        })??;
+        let (place, fetched, manifest, config_digest, config_bytes, tables) = found;
+        let tables = match tables {
+            Ok(tables) => tables,
+            Err(err) => {
+                self.progress
+                    .notice(&crate::progress::Notice::LazyFallback {
+                        image: name,
+                        reason: crate::error_chain(&err),
+                    });
+                return Ok(None);
+            }
+        };
+        let config = image::ImageConfig::parse(&config_bytes).map_err(|e| {
+            EngineError::Lazy(lazy::LazyError::Index {
+                reason: format!("the image config: {e}"),
+            })
+        })?;
+        if config.diff_ids.len() != manifest.layers().len() {
+            return Err(lazy::LazyError::Index {
+                reason: "the config's diff_ids do not match the manifest's layers".into(),
+            }
+            .into());
+        }
+        let mut layers = Vec::new();
+        for ((layer, diff_id), toc) in manifest.layers().iter().zip(&config.diff_ids).zip(&tables) {
+            if toc.diff_id != *diff_id {
+                return Err(lazy::LazyError::Index {
+                    reason: format!(
+                        "the table of layer {} gives diff_id {}, the image config {diff_id}",
+                        toc.layer, toc.diff_id
+                    ),
+                }
+                .into());
+            }
+            layers.push(rootfs_cache::ImageLayer {
+                digest: toc.layer,
+                diff_id: *diff_id,
+                size: layer.size(),
+                media_type: layer.media_type().to_string(),
+            });
+        }
+        timings.mark("resolve");
+        if pull == PullPolicy::Missing {
+            self.progress
+                .notice(&crate::progress::Notice::ImageNotFoundLocally { image: name });
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(Some(LazyImage {
+            record: rootfs_cache::ImageRecord {
+                manifest: fetched.digest,
+                config: config_digest,
+                layers,
+                created_at: now,
+                last_used: now,
+            },
+            config,
+            engine: self.clone(),
+            reference,
+            place,
+            tables,
+            helper: None,
+        }))
+    }
+}

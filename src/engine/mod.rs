@@ -507,6 +507,24 @@ impl Engine {
         self.sweep_as_root()?;
         let store = self.store()?;
         self.enter_store_namespace()?;
+        if options.lazy
+            && let Some(mut lazy) = self.lazy_image(&store, image, pull, &mut timings)?
+        {
+            let run_config = lazy.config.run_config();
+            let record = lazy.record.clone();
+            let outcome = launch::run(
+                &store,
+                &record,
+                &run_config,
+                options,
+                self.rootless,
+                timings,
+                Some(&mut lazy),
+            );
+            // The pull goes on to its end after a run that ended by itself.
+            lazy.finish(outcome.is_ok());
+            return outcome.map_err(|e| EngineError::Run(Box::new(e)));
+        }
         let (record, config) = self.resolve_image(&store, image, pull, &mut timings)?;
         let run_config = config.run_config();
         launch::run(
@@ -516,6 +534,7 @@ impl Engine {
             options,
             self.rootless,
             timings,
+            None,
         )
         .map_err(|e| EngineError::Run(Box::new(e)))
     }

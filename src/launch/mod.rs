@@ -382,10 +382,11 @@ pub fn run(
     options: &RunOptions,
     rootless: bool,
     mut timings: Timings,
+    lazy: Option<&mut dyn LazyLayers>,
 ) -> Result<RunOutcome, RunError> {
     let stop = stop_settings(config, options)?;
     let prepared = prepare_namespace(store, rootless, options)?;
-    let rootfs = assemble_rootfs(store, image, rootless)?;
+    let rootfs = assemble_rootfs(store, image, rootless, lazy)?;
     timings.mark("mount");
     let (seccomp, v2_devices) = build_spec(&rootfs, config, options, prepared.mapping, false)?;
     timings.mark("spec");
@@ -472,24 +473,51 @@ impl Assembled {
     }
 }
 
-/// Holds the image's layers for a new run and mounts them as its overlay rootfs.
+/// An image's layers served from elsewhere than the store (lazy start): mounted on demand at
+/// directories of the run, in the run's mount namespace.
+pub(crate) trait LazyLayers {
+    /// Mounts the image's layers (bottom first) at `dirs`; returns once they are there.
+    fn serve(&mut self, dirs: &[PathBuf]) -> Result<(), RunError>;
+}
+
+/// Holds the image's layers for a new run and mounts them as its overlay rootfs: the store's
+/// layer directories, or `lazy`'s mounts.
 fn assemble_rootfs(
     store: &Store,
     image: &ImageRecord,
     rootless: bool,
+    lazy: Option<&mut dyn LazyLayers>,
 ) -> Result<Assembled, RunError> {
     let id = new_id();
     let diff_ids: Vec<_> = image.layers.iter().map(|l| l.diff_id).collect();
     let hold = store.hold_run(&id, &diff_ids, &[image.manifest])?;
     let dir = hold.path().to_owned();
     let mounted = Mounted(dir.clone());
-    let lowers: Vec<PathBuf> = diff_ids.iter().rev().map(|d| store.layer_dir(d)).collect();
     let mut userxattr = rootless;
-    for d in &diff_ids {
-        if let Some(layer) = store.layer(d)? {
-            userxattr |= layer.overlay_xattrs == OverlayXattrs::User;
+    let lowers: Vec<PathBuf> = match lazy {
+        Some(lazy) => {
+            let dirs: Vec<PathBuf> = (0..diff_ids.len())
+                .map(|i| dir.join(format!("lazy-{i}")))
+                .collect();
+            for d in &dirs {
+                std::fs::create_dir(d).map_err(|source| RunError::Io {
+                    op: "creating",
+                    path: d.clone(),
+                    source,
+                })?;
+            }
+            lazy.serve(&dirs)?;
+            dirs.into_iter().rev().collect()
         }
-    }
+        None => {
+            for d in &diff_ids {
+                if let Some(layer) = store.layer(d)? {
+                    userxattr |= layer.overlay_xattrs == OverlayXattrs::User;
+                }
+            }
+            diff_ids.iter().rev().map(|d| store.layer_dir(d)).collect()
+        }
+    };
     rootfs::mount_overlay(&dir, &lowers, userxattr)?;
     Ok(Assembled {
         id,

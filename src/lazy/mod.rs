@@ -11,6 +11,7 @@
 
 pub(crate) mod artifact;
 pub(crate) mod fs;
+pub(crate) mod helper;
 pub(crate) mod inflate;
 pub(crate) mod mount;
 pub(crate) mod toc;

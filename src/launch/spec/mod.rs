@@ -178,6 +178,10 @@ pub struct RunOptions {
     pub stop_timeout: Option<i64>,
     /// `--init`: skiff's own init runs as PID 1, reaps zombies and forwards signals.
     pub init: bool,
+    /// `--lazy`: an image that is not in the store and has a lazy index starts from its index
+    /// (files fetched as they are read) while it is pulled whole; without an index, a full
+    /// pull first, as always.
+    pub lazy: bool,
     /// `--privileged`: every capability, no seccomp filter, no masked or read-only paths,
     /// the host's devices, /sys writable.
     pub privileged: bool,

@@ -1,0 +1,152 @@
+//! The lazy run's helper: a process forked from the launcher, once the launcher is in its own
+//! namespaces and before it builds the rootfs, that serves the image's layers as FUSE file
+//! systems and meanwhile pulls the image whole into the store. Its threads (the FUSE sessions,
+//! tokio's) never share a process with libcontainer's clone. It dies with the launcher
+//! (PDEATHSIG), and its mounts live in the launcher's private mount namespace.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid};
+
+use super::fs::{Fetch, LayerFs};
+use super::toc::LayerToc;
+use super::{FetchLayerEntry, LazyError};
+
+/// What the helper does once forked: `serve` mounts the layers and returns the sessions (kept
+/// until the end), then `background` (the full pull) runs.
+pub(crate) struct HelperWork {
+    /// Builds the runtime-backed fetcher in the helper (no thread may exist before the fork).
+    pub(crate) fetcher: Box<dyn FnOnce() -> Result<Arc<FetchLayerEntry>, LazyError>>,
+    /// The image's tables, bottom layer first.
+    pub(crate) tables: Vec<Arc<LayerToc>>,
+    /// Whether overlayfs reads `user.` xattrs (rootless).
+    pub(crate) rootless: bool,
+    /// Runs after the layers are served: the full pull into the store.
+    pub(crate) background: Box<dyn FnOnce() -> Result<(), String>>,
+}
+
+/// The launcher's handle on its helper.
+#[derive(Debug)]
+pub(crate) struct Helper {
+    pid: Pid,
+    /// Closed to tell the helper the run is over.
+    done: Option<OwnedFd>,
+}
+
+fn failed(reason: String) -> LazyError {
+    LazyError::Mount { reason }
+}
+
+impl Helper {
+    /// Forks the helper, which mounts the layers at `dirs` (bottom first); returns once they
+    /// are mounted. The process must be single-threaded.
+    pub(crate) fn spawn(dirs: &[PathBuf], work: HelperWork) -> Result<Self, LazyError> {
+        let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| failed(format!("pipe: {e}")))?;
+        let (done_r, done_w) = nix::unistd::pipe().map_err(|e| failed(format!("pipe: {e}")))?;
+        // SAFETY: the caller guarantees a single-threaded process (libcontainer's launch
+        // needs the same), so the child owns a consistent copy of every lock and allocation.
+        match unsafe { nix::unistd::fork() }.map_err(|e| failed(format!("fork: {e}")))? {
+            ForkResult::Child => {
+                drop(ready_r);
+                drop(done_w);
+                let code = serve(dirs, work, ready_w, done_r);
+                // SAFETY: _exit ends this forked process without running the launcher's
+                // destructors (its run directory and holds belong to the parent).
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                drop(ready_w);
+                drop(done_r);
+                let helper = Self {
+                    pid: child,
+                    done: Some(done_w),
+                };
+                let mut answer = String::new();
+                let _ = std::fs::File::from(ready_r).read_to_string(&mut answer);
+                match answer.trim_end() {
+                    "ready" => Ok(helper),
+                    "" => Err(failed("the helper exited before serving the layers".into())),
+                    why => Err(failed(why.to_owned())),
+                }
+            }
+        }
+    }
+
+    /// After the run: lets the helper finish the pull (`wait`) or stops it, and reaps it.
+    pub(crate) fn finish(mut self, wait: bool) {
+        if !wait {
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        self.done.take();
+        let _ = waitpid(self.pid, None);
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if self.done.is_some() {
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+            self.done.take();
+            let _ = waitpid(self.pid, None);
+        }
+    }
+}
+
+/// The helper's life: mount, say so, pull, wait for the run's end, unmount.
+fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i32 {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets this process's parent-death signal.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    let mut ready = std::fs::File::from(ready);
+    // The launcher blocked the signals it forwards; the helper takes its default actions.
+    let _ = nix::sys::signal::SigSet::all().thread_unblock();
+    let sessions = match mount_layers(dirs, work.fetcher, &work.tables, work.rootless) {
+        Ok(sessions) => sessions,
+        Err(err) => {
+            let _ = writeln!(ready, "{}", crate::error_chain(&err));
+            return 1;
+        }
+    };
+    let _ = ready.write_all(b"ready\n");
+    drop(ready);
+    if let Err(err) = (work.background)() {
+        tracing::warn!(%err, "the background pull failed; the next run pulls again");
+    }
+    // Until the launcher is done with the layers.
+    let mut done = std::fs::File::from(done);
+    let _ = done.read(&mut [0u8; 1]);
+    let _ = done.as_raw_fd();
+    for session in sessions {
+        let _ = session.umount_and_join();
+    }
+    0
+}
+
+fn mount_layers(
+    dirs: &[PathBuf],
+    fetcher: Box<dyn FnOnce() -> Result<Arc<FetchLayerEntry>, LazyError>>,
+    tables: &[Arc<LayerToc>],
+    rootless: bool,
+) -> Result<Vec<fuser::BackgroundSession>, LazyError> {
+    let fetch = fetcher()?;
+    let mut sessions = Vec::new();
+    for (dir, toc) in dirs.iter().zip(tables) {
+        let (toc_for_fetch, fetch) = (toc.clone(), fetch.clone());
+        let layer_fetch: Box<Fetch> = Box::new(move |entry| fetch(&toc_for_fetch, entry));
+        let fs = LayerFs::new(toc, layer_fetch, rootless);
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            fuser::MountOption::RO,
+            fuser::MountOption::FSName("skiff-lazy".into()),
+            fuser::MountOption::Subtype("skiff".into()),
+        ];
+        config.n_threads = Some(1);
+        let session = fuser::spawn_mount(fs, dir, &config)
+            .map_err(|e| failed(format!("mounting FUSE on {}: {e}", dir.display())))?;
+        sessions.push(session);
+    }
+    Ok(sessions)
+}
