@@ -5,6 +5,7 @@
 #  - a Rust toolchain, through rustup, only when cargo is missing;
 #  - an unprivileged test user with /etc/subuid and /etc/subgid ranges for rootless tests, and a
 #    second one without any range (rootless with no set-up: only the caller is mapped);
+#  - /dev/fuse usable by every user (mode 0666, Debian's usual) for rootless lazy runs;
 #  - a Debian bookworm minbase root filesystem as a tar (debootstrap, once), which the tests turn
 #    into a Debian-based image of their own.
 set -euo pipefail
@@ -64,6 +65,10 @@ for f in /etc/subuid /etc/subgid; do
     sed -i "/^$NOSUB_USER:/d" "$f"
   fi
 done
+# Rootless lazy runs mount FUSE inside skiff's user namespace: the device must be open to all.
+if [ -c /dev/fuse ]; then
+  chmod 0666 /dev/fuse
+fi
 DEBIAN_TAR=${SKIFF_TEST_DEBIAN_TAR:-/var/cache/skiff-test/debian-bookworm-minbase.tar}
 if [ ! -s "$DEBIAN_TAR" ]; then
   mirror=$(grep -rhoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \

@@ -430,9 +430,7 @@ fn a_lazy_mount_serves_the_image_and_goes_away() {
 /// pulled whole meanwhile (in the store afterwards, `verify` clean), and the next run uses the
 /// store; an image without an index falls back to a full pull with one line saying why; a
 /// lazy run killed with -9 leaves no helper behind.
-#[test]
-fn run_lazy_starts_from_the_index_and_pulls_meanwhile() {
-    skiff_test_rig::require_root();
+fn run_lazy_body() {
     let registry = Registry::start().unwrap();
     let client = registry.client().unwrap();
     let (image, files) = image();
@@ -534,14 +532,17 @@ fn run_lazy_starts_from_the_index_and_pulls_meanwhile() {
     )
     .unwrap();
     assert_eq!(line, "ready\n");
-    let root = fresh.root();
+    // The launcher and its forked helper share the command line; the payload has its own.
     let helpers = || {
         std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
             .filter(|e| {
-                std::fs::read(e.path().join("environ"))
-                    .map(|env| String::from_utf8_lossy(&env).contains(&root.display().to_string()))
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains("--lazy") && c.contains(&via) && c.contains("exec sleep 1000")
+                    })
                     .unwrap_or(false)
             })
             .count()
@@ -562,3 +563,22 @@ fn run_lazy_starts_from_the_index_and_pulls_meanwhile() {
         String::from_utf8_lossy(&gc.stderr)
     );
 }
+
+#[test]
+fn run_lazy_starts_from_the_index_and_pulls_meanwhile() {
+    skiff_test_rig::require_root();
+    run_lazy_body();
+}
+
+// Rootless: the helper mounts FUSE inside skiff's user namespace (setup.sh opens /dev/fuse).
+rootless_test!(
+    rootless_run_lazy_starts_from_the_index_and_pulls_meanwhile,
+    run_lazy_body,
+    env = common::rootless_env
+);
+rootless_test!(
+    rootless_without_a_subuid_range_run_lazy,
+    run_lazy_body,
+    env = common::rootless_env,
+    user = skiff_test_rig::rootless::nosub_user
+);
