@@ -582,3 +582,111 @@ rootless_test!(
     env = common::rootless_env,
     user = skiff_test_rig::rootless::nosub_user
 );
+
+/// Rewrites the table of image layer `layer_index` in the published index with `edit` and
+/// republishes the index (artifact and referrers tag) for `image` in `repo`.
+fn tamper_table(
+    client: &skiff_test_rig::RegistryClient,
+    repo: &str,
+    image: &Image,
+    artifact: &str,
+    layer_index: usize,
+    edit: impl Fn(&mut Vec<serde_json::Value>),
+) {
+    let fetched = client.get_manifest(repo, artifact, &[MANIFEST]).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&fetched.bytes).unwrap();
+    let layer = image.layers[layer_index].blob.digest.to_string();
+    let slot = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|l| l["annotations"]["dev.skiff.lazy.layer"] == layer.as_str())
+        .unwrap();
+    let digest = manifest["layers"][slot]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let compressed = client.get_blob(repo, &digest.parse().unwrap()).unwrap();
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut json,
+    )
+    .unwrap();
+    let mut table: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    edit(table["entries"].as_array_mut().unwrap());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &serde_json::to_vec(&table).unwrap()).unwrap();
+    let blob = Blob::new(
+        gz.finish().unwrap(),
+        "application/vnd.skiff.lazy.toc.v1+json+gzip",
+    );
+    client.push_blob(repo, &blob).unwrap();
+    manifest["layers"][slot]["digest"] = blob.digest.to_string().into();
+    manifest["layers"][slot]["size"] = blob.bytes.len().into();
+    let artifact = Blob::new(serde_json::to_vec(&manifest).unwrap(), MANIFEST);
+    client
+        .push_manifest(repo, &artifact.digest.to_string(), &artifact)
+        .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX,
+        "manifests": [{
+            "mediaType": MANIFEST,
+            "digest": artifact.digest.to_string(),
+            "size": artifact.bytes.len(),
+            "artifactType": "application/vnd.skiff.lazy.index.v1+json"
+        }]
+    });
+    let index = Blob::new(serde_json::to_vec(&index).unwrap(), INDEX);
+    let tag = format!("sha256-{}", image.manifest.digest.hex());
+    client.push_manifest(repo, &tag, &index).unwrap();
+}
+
+/// An index whose metadata lies (a symlink's target): the lazy run serves it (only contents
+/// are checked on read), but once the image is pulled whole the lie is found, reported, and the
+/// index is not used again: the next lazy start of that image pulls it whole, saying why.
+#[test]
+fn an_index_that_disagrees_with_its_layers_is_not_used_again() {
+    skiff_test_rig::require_root();
+    let registry = Registry::start().unwrap();
+    let client = registry.client().unwrap();
+    let (image, _) = image();
+    client.push_image("tools/data", "1", &image).unwrap();
+    let name = format!("{}/tools/data:1", registry.host());
+    let env = Env::new();
+    let artifact = env.ok(&["index", "push", "-q", &name]).trim().to_owned();
+    tamper_table(&client, "tools/data", &image, &artifact, 2, |entries| {
+        let link = entries
+            .iter_mut()
+            .find(|e| e["path"] == "etc/latest")
+            .unwrap();
+        link["link"] = "/data/f1".into();
+    });
+    let out = env.skiff(&["run", "--rm", "--lazy", &name, "readlink", "/etc/latest"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "/data/f1\n",
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("disagrees with layer") && stderr.contains("etc/latest"),
+        "{stderr}"
+    );
+    // The store has the real image.
+    let out = env.skiff(&["run", "--rm", &name, "readlink", "/etc/latest"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/data/f5\n");
+    assert!(env.skiff(&["rmi", &name]).status.success());
+    let out = env.skiff(&["run", "--rm", "--lazy", &name, "readlink", "/etc/latest"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "/data/f5\n",
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cannot start lazily") && stderr.contains("disagreed"),
+        "{stderr}"
+    );
+}

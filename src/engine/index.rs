@@ -159,11 +159,25 @@ impl crate::launch::LazyLayers for LazyImage {
             .engine
             .clone()
             .with_progress(std::sync::Arc::new(crate::progress::Silent));
+        let tables = self.tables.clone();
+        let subject = self.record.manifest;
         let background = Box::new(move || {
             puller
                 .pull(&reference, &crate::pull::PullOptions::default())
-                .map(|_| ())
-                .map_err(|e| crate::error_chain(&e))
+                .map_err(|e| crate::error_chain(&e))?;
+            // The index against the real layers: a table whose metadata lied is not used again.
+            let store = puller.store().map_err(|e| crate::error_chain(&e))?;
+            for toc in &tables {
+                if let Some(why) = toc.disagreement_with(&store.layer_dir(&toc.diff_id)) {
+                    let _ = refuse_index(&puller.root, &subject, &why);
+                    return Err(format!(
+                        "the lazy index of {} disagrees with layer {}: {why}; it is not used again",
+                        reference.familiar(),
+                        toc.layer
+                    ));
+                }
+            }
+            Ok(())
         });
         let work = lazy::helper::HelperWork {
             fetcher,
@@ -242,7 +256,12 @@ impl Engine {
             ))
         })??;
         let (place, fetched, manifest, config_digest, config_bytes, tables) = found;
-        let tables = match tables {
+        let tables = match tables.and_then(|t| match refused(&self.root, &fetched.digest) {
+            Some(why) => Err(lazy::LazyError::Index {
+                reason: format!("it disagreed with the image's layers before: {why}"),
+            }),
+            None => Ok(t),
+        }) {
             Ok(tables) => tables,
             Err(err) => {
                 self.progress
@@ -306,4 +325,23 @@ impl Engine {
             helper: None,
         }))
     }
+}
+
+/// Where the store keeps the images whose index lied: `lazy-refused/<manifest hex>`.
+fn refused_path(root: &std::path::Path, subject: &crate::Digest) -> std::path::PathBuf {
+    root.join("lazy-refused").join(subject.hex())
+}
+
+/// Records that the index of image `subject` disagreed with its layers.
+fn refuse_index(root: &std::path::Path, subject: &crate::Digest, why: &str) -> std::io::Result<()> {
+    let path = refused_path(root, subject);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, why)
+}
+
+/// Why the index of image `subject` is not to be used, if it disagreed before.
+fn refused(root: &std::path::Path, subject: &crate::Digest) -> Option<String> {
+    std::fs::read_to_string(refused_path(root, subject)).ok()
 }

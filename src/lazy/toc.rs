@@ -343,6 +343,59 @@ impl io::Write for HashWriter<'_> {
     }
 }
 
+impl LayerToc {
+    /// Compares the table with the layer as extracted at `root` (the store's layer directory):
+    /// every entry's type, a file's size, a symlink's target; whiteouts as 0/0 devices. The
+    /// first disagreement, if any: a table whose metadata lied (contents are checked on read).
+    pub(crate) fn disagreement_with(&self, root: &std::path::Path) -> Option<String> {
+        use std::os::unix::fs::FileTypeExt;
+        // The last entry of a name is what extraction left.
+        let mut last: std::collections::HashMap<&str, &TocEntry> = std::collections::HashMap::new();
+        for e in &self.entries {
+            last.insert(e.path.as_str(), e);
+        }
+        for (path, e) in last {
+            if path.is_empty() || path.rsplit('/').next() == Some(".wh..wh..opq") {
+                continue;
+            }
+            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+            if let Some(hidden) = name.strip_prefix(".wh.") {
+                let p = root.join(dir).join(hidden);
+                match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.file_type().is_char_device() => continue,
+                    _ => return Some(format!("{path}: no whiteout for it in the layer")),
+                }
+            }
+            let meta = match std::fs::symlink_metadata(root.join(path)) {
+                Ok(m) => m,
+                Err(err) => return Some(format!("{path}: {err}")),
+            };
+            let t = meta.file_type();
+            let agrees = match e.kind {
+                Kind::File | Kind::Hardlink => {
+                    t.is_file() && (e.kind == Kind::Hardlink || meta.len() == e.size)
+                }
+                Kind::Dir => t.is_dir(),
+                Kind::Symlink => {
+                    t.is_symlink()
+                        && std::fs::read_link(root.join(path)).ok().as_deref()
+                            == e.link.as_deref().map(std::path::Path::new)
+                }
+                Kind::Char => t.is_char_device(),
+                Kind::Block => t.is_block_device(),
+                Kind::Fifo => t.is_fifo(),
+            };
+            if !agrees {
+                return Some(format!(
+                    "{path}: the index says {:?} of {} bytes, the layer has another",
+                    e.kind, e.size
+                ));
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
