@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use common::Env;
@@ -511,23 +512,25 @@ fn run_lazy_body() {
 
     // Killed with -9 mid-run: the helper goes with it.
     let fresh = Env::new();
-    let mut child = fresh
-        .cmd(&[
-            "run",
-            "--rm",
-            "--lazy",
-            &via,
-            "sh",
-            "-c",
-            "echo ready; exec sleep 1000",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        fresh
+            .cmd(&[
+                "run",
+                "--rm",
+                "--lazy",
+                &via,
+                "sh",
+                "-c",
+                "echo ready; exec sleep 1000",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
         &mut line,
     )
     .unwrap();
@@ -548,8 +551,8 @@ fn run_lazy_body() {
             .count()
     };
     assert!(helpers() >= 2, "launcher and helper run");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while helpers() > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -562,6 +565,33 @@ fn run_lazy_body() {
         "{}",
         String::from_utf8_lossy(&gc.stderr)
     );
+
+    // Ctrl-C: forwarded to the payload, which still has its files while it handles it.
+    let third = Env::new();
+    let script = "trap 'cat /data/new; exit 3' INT; echo ready; while :; do sleep 0.1; done";
+    let mut child = Reaped(
+        third
+            .cmd(&["run", "--rm", "--lazy", &via, "sh", "-c", script])
+            // Its own process group, which the Ctrl-C below reaches whole, as a terminal's.
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "written on top\n");
+    assert_eq!(child.0.wait().unwrap().code(), Some(3));
 }
 
 #[test]
@@ -689,4 +719,14 @@ fn an_index_that_disagrees_with_its_layers_is_not_used_again() {
         stderr.contains("cannot start lazily") && stderr.contains("disagreed"),
         "{stderr}"
     );
+}
+
+/// Kills and reaps the child when dropped: a failed assertion leaves no skiff running.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -521,8 +521,9 @@ impl Engine {
                 timings,
                 Some(&mut lazy),
             );
-            // The pull goes on to its end after a run that ended by itself.
-            lazy.finish(outcome.is_ok());
+            // The pull goes on to its end after a payload that exited by itself; after one
+            // that ended by a signal (a Ctrl-C forwarded to it, say), it stops.
+            lazy.finish(matches!(&outcome, Ok(o) if o.exit_code < 128));
             return outcome.map_err(|e| EngineError::Run(Box::new(e)));
         }
         let (record, config) = self.resolve_image(&store, image, pull, &mut timings)?;

@@ -101,8 +101,9 @@ fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets this process's parent-death signal.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
     let mut ready = std::fs::File::from(ready);
-    // The launcher blocked the signals it forwards; the helper takes its default actions.
-    let _ = nix::sys::signal::SigSet::all().thread_unblock();
+    // The signals the launcher forwards (a Ctrl-C on the terminal reaches the whole process
+    // group) stay blocked: the payload may outlive them, and needs its files. The helper ends
+    // when the launcher says so, or dies with it.
     let sessions = match mount_layers(dirs, work.fetcher, &work.tables, work.rootless) {
         Ok(sessions) => sessions,
         Err(err) => {
