@@ -32,32 +32,53 @@ pub fn nosub_user() -> String {
 
 /// A directory the test user can enter, for copies of binaries from the build tree (which may
 /// sit under a directory only root can enter).
+/// Where binaries are shared with the test users: one directory for every test process, each
+/// binary under its name, size and mtime, so that runs reuse it instead of piling up copies.
 fn shared_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("skiff-rootless-")
-            .tempdir()
-            .expect("temp dir for test binaries")
-            .keep();
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let me = std::fs::metadata("/proc/self").expect("/proc/self").uid();
+        let dir = std::env::temp_dir().join(format!("skiff-rootless-{me}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => panic!("creating {}: {e}", dir.display()),
+        }
+        let meta = std::fs::symlink_metadata(&dir).expect("inspecting the shared binaries dir");
+        assert!(
+            meta.is_dir() && meta.uid() == me,
+            "{} is not a directory of ours",
+            dir.display()
+        );
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         dir
     })
     .clone()
 }
 
-/// Copies a binary where the test user can run it (once per process and name).
+/// Makes a binary runnable by the test user (a hard link where it can be, else a copy), once
+/// per build of it.
 pub fn share_binary(path: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
     // Test threads share the copies: one copies at a time.
     static COPYING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = COPYING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let copy = shared_dir().join(path.file_name().expect("binary name"));
+    let meta = std::fs::metadata(path).expect("the binary to share");
+    let name = path.file_name().expect("binary name").to_string_lossy();
+    let copy = shared_dir().join(format!(
+        "{name}-{}-{}",
+        meta.size(),
+        meta.mtime_nsec() ^ meta.mtime() as i64
+    ));
     if !copy.exists() {
-        let tmp = copy.with_extension("tmp");
-        std::fs::copy(path, &tmp).expect("copying a binary for the test user");
+        let tmp = copy.with_extension(format!("tmp{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        if std::fs::hard_link(path, &tmp).is_err() {
+            std::fs::copy(path, &tmp).expect("copying a binary for the test user");
+        }
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         std::fs::rename(&tmp, &copy).expect("placing the binary copy");
