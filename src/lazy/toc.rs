@@ -273,11 +273,12 @@ fn toc_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TocEntry, String>
         tar::EntryType::Fifo => Kind::Fifo,
         other => return Err(format!("{path}: tar entry type {other:?} is not supported")),
     };
-    let field = |r: io::Result<u64>, what: &str| r.map_err(|e| format!("{path}: {what}: {e}"));
-    let mode = u32::try_from(field(header.mode().map(u64::from), "mode")? & 0o7777).unwrap_or(0);
-    let uid = field(header.uid(), "uid")?;
-    let gid = field(header.gid(), "gid")?;
-    let mtime = field(header.mtime(), "mtime")?;
+    // An empty numeric field reads as 0, as Go's archive/tar (which wrote most layers) and the
+    // store's extraction take it (layer tools leave whiteouts' owners blank).
+    let mode = header.mode().map_or(0, |m| m & 0o7777);
+    let uid = header.uid().unwrap_or(0);
+    let gid = header.gid().unwrap_or(0);
+    let mtime = header.mtime().unwrap_or(0);
     let dev = match kind {
         Kind::Char | Kind::Block => Some((
             header.device_major().ok().flatten().unwrap_or(0),
@@ -488,6 +489,23 @@ mod tests {
         let entry = toc.entries[i].clone();
         let err = toc.read_entry(&entry, &blob).unwrap_err().to_string();
         assert!(err.contains(&entry.path) && err.contains("index"), "{err}");
+    }
+
+    #[test]
+    fn blank_numeric_fields_read_as_zero() {
+        // A whiteout as layer tools write it: owner, group and mtime fields left blank.
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        tar.append_data(&mut h, "usr/share/doc/.wh.adduser", io::empty())
+            .unwrap();
+        let data = tar.into_inner().unwrap();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&data).unwrap();
+        let blob = enc.finish().unwrap();
+        let toc = LayerToc::build(&blob[..], Digest::of(&blob)).unwrap();
+        let e = toc.entry("usr/share/doc/.wh.adduser").unwrap();
+        assert_eq!((e.uid, e.gid, e.mtime), (0, 0, 0));
     }
 
     #[test]
