@@ -33,3 +33,41 @@ cgroups_for_crun() {
     echo "mounted the $c controller as its own cgroup v1 hierarchy (crun needs it)"
   done
 }
+
+# podman_env DIR REGISTRY...: podman's own config files under DIR (no system file changes),
+# exported through the CONTAINERS_* variables: the given registries plain HTTP, overlay storage
+# under DIR, ulimits that fit this host (no CAP_SYS_RESOURCE, RLIMIT_NOFILE hard limit 20000).
+podman_env() {
+  local dir=$1 reg
+  shift
+  mkdir -p "$dir"
+  echo 'unqualified-search-registries = []' >"$dir/registries.conf"
+  for reg in "$@"; do
+    printf '[[registry]]\nlocation = "%s"\ninsecure = true\n' "$reg" >>"$dir/registries.conf"
+  done
+  printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' \
+    "$dir/graph" "$dir/run" >"$dir/storage.conf"
+  printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n' \
+    >"$dir/containers.conf"
+  export CONTAINERS_REGISTRIES_CONF=$dir/registries.conf
+  export CONTAINERS_STORAGE_CONF=$dir/storage.conf
+  export CONTAINERS_CONF=$dir/containers.conf
+}
+
+# release_binaries: builds skiff (unless SKIFF names a prebuilt one) and skiff-rig, exporting
+# SKIFF and RIG.
+release_binaries() {
+  if [ -z "${SKIFF:-}" ]; then
+    cargo build --release -q --bin skiff -p skiff
+    SKIFF=$PWD/target/release/skiff
+  fi
+  cargo build --release -q --bin skiff-rig -p skiff-test-rig
+  RIG=$PWD/target/release/skiff-rig
+  export SKIFF RIG
+}
+
+# Where every tool's store lives (a journaled ext4 loop file, see mount_bench_fs), and the
+# tool image's build cache.
+MNT=${SKIFF_BENCH_MNT:-/mnt/skiff-bench}
+LOOP=${SKIFF_BENCH_IMG:-/var/tmp/skiff-bench.ext4}
+CACHE=${CACHE:-/var/cache/skiff-bench/tools}
