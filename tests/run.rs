@@ -715,3 +715,40 @@ fn tty_gives_a_terminal_with_the_callers_window_size() {
     assert!(text.contains("stdin-is-tty"), "{text}");
     env.assert_clean();
 }
+
+/// Empty run cgroups a killed run left (made by libcontainer after the run was swept) go at
+/// the next `gc` once a minute old; a fresh one (a run about to join it) stays.
+#[test]
+fn gc_removes_stale_empty_run_cgroups() {
+    require_root();
+    let env = RunEnv::new();
+    env.ok(&[&env.busybox(), "true"]); // the skiff/ parent cgroups exist
+    let parent = ["/sys/fs/cgroup/unified/skiff", "/sys/fs/cgroup/skiff"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.join("cgroup.procs").exists())
+        .expect("a cgroup2 skiff/ parent");
+    let tag = std::process::id();
+    let old = parent.join(format!("skiff-stale{tag}"));
+    let fresh = parent.join(format!("skiff-fresh{tag}"));
+    std::fs::create_dir(&old).unwrap();
+    std::fs::create_dir(&fresh).unwrap();
+    let status = std::process::Command::new("touch")
+        .args(["-d", "2 minutes ago"])
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let gc = env.skiff(&["gc"]);
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    let fresh_left = fresh.exists();
+    let _ = std::fs::remove_dir(&fresh);
+    let old_left = old.exists();
+    let _ = std::fs::remove_dir(&old);
+    assert!(!old_left, "the stale cgroup is left");
+    assert!(fresh_left, "a fresh cgroup was removed");
+}

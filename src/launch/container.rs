@@ -407,6 +407,43 @@ fn remove_cgroup_dir(dir: &Path) -> bool {
     false
 }
 
+/// Removes empty run cgroups (`skiff/skiff-<run id>` in any hierarchy) older than a minute: a
+/// run killed while libcontainer was creating its container can leave its cgroup made after
+/// the sweep of the run went by. Only empty ones (rmdir refuses others) and only old ones (a
+/// run of another store may be about to join a new one) go. Returns how many went.
+pub(crate) fn remove_stale_run_cgroups() -> usize {
+    let mut parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|h| h.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|h| h.path().join("skiff"))
+        .collect();
+    parents.push(PathBuf::from("/sys/fs/cgroup/skiff"));
+    let mut removed = 0;
+    for parent in parents {
+        for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let is_run = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("skiff-"));
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 60);
+            let empty = std::fs::read_to_string(entry.path().join("cgroup.procs"))
+                .is_ok_and(|p| p.trim().is_empty());
+            if is_run && old && empty && std::fs::remove_dir(entry.path()).is_ok() {
+                tracing::info!(cgroup = %entry.path().display(), "removed a stale run cgroup");
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// Removes a dead run's cgroup directories that libcontainer's delete left (it gives up when a
 /// cgroup is still busy while the killed payload is being torn down).
 fn remove_leftover_cgroups(id: &str) {

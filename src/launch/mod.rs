@@ -291,6 +291,9 @@ pub fn sweep_dead_runs(store: &Store, rootless: bool) -> Result<Vec<String>, Run
     for dir in &orphaned {
         wait_lock_free(dir);
     }
+    if !rootless {
+        container::remove_stale_run_cgroups();
+    }
     if (dead.is_empty() && orphaned.is_empty()) || rootless {
         return Ok(Vec::new());
     }
