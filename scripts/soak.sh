@@ -159,8 +159,10 @@ for w in $(seq 1 "$WORKERS"); do
   read -r n ok sig <"$W/worker-$w"
   total=$((total + n)); succeeded=$((succeeded + ok)); signalled=$((signalled + sig))
 done
-# Detached --rm containers may still be ending; then everything goes.
-sleep 2
+# Detached --rm containers may still be ending, and gc removes a killed run's empty cgroup
+# once it is 10 s old (a run of another store may be about to join a newer one); then
+# everything goes.
+sleep 12
 ids=$(ls "$S/containers" 2>/dev/null)
 [ -n "$ids" ] && sk rm -f $ids >/dev/null 2>&1
 sk gc >/dev/null 2>&1  # sweeps the run directories of killed runs

@@ -717,7 +717,7 @@ fn tty_gives_a_terminal_with_the_callers_window_size() {
 }
 
 /// Empty run cgroups a killed run left (made by libcontainer after the run was swept) go at
-/// the next `gc` once a minute old; a fresh one (a run about to join it) stays.
+/// the next `gc` once 10 s old; a fresh one (a run about to join it) stays.
 #[test]
 fn gc_removes_stale_empty_run_cgroups() {
     require_root();

@@ -407,10 +407,10 @@ fn remove_cgroup_dir(dir: &Path) -> bool {
     false
 }
 
-/// Removes empty run cgroups (`skiff/skiff-<run id>` in any hierarchy) older than a minute: a
-/// run killed while libcontainer was creating its container can leave its cgroup made after
-/// the sweep of the run went by. Only empty ones (rmdir refuses others) and only old ones (a
-/// run of another store may be about to join a new one) go. Returns how many went.
+/// Removes empty run cgroups (`skiff/skiff-<run id>` in any hierarchy) over 10 s old: a run
+/// killed while libcontainer was creating its container can leave its cgroup made after the
+/// sweep of the run went by. Only empty ones (rmdir refuses others) and only old ones (a run
+/// of another store joins its new cgroup within milliseconds) go. Returns how many went.
 pub(crate) fn remove_stale_run_cgroups() -> usize {
     let mut parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
         .into_iter()
@@ -432,7 +432,7 @@ pub(crate) fn remove_stale_run_cgroups() -> usize {
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age.as_secs() > 60);
+                .is_some_and(|age| age.as_secs() > 10);
             let empty = std::fs::read_to_string(entry.path().join("cgroup.procs"))
                 .is_ok_and(|p| p.trim().is_empty());
             if is_run && old && empty && std::fs::remove_dir(entry.path()).is_ok() {
