@@ -228,7 +228,8 @@ impl LayerToc {
         let skip = entry.offset - from.map_or(0, |p| p.output);
         io::copy(&mut (&mut inflater).take(skip), &mut io::sink())
             .map_err(|e| bad(e.to_string()))?;
-        let mut content = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
+        // The size is the table's word: reserve no more than a sane file at first.
+        let mut content = Vec::with_capacity(usize::try_from(entry.size.min(1 << 26)).unwrap_or(0));
         (&mut inflater)
             .take(entry.size)
             .read_to_end(&mut content)
@@ -489,6 +490,26 @@ mod tests {
         let entry = toc.entries[i].clone();
         let err = toc.read_entry(&entry, &blob).unwrap_err().to_string();
         assert!(err.contains(&entry.path) && err.contains("index"), "{err}");
+    }
+
+    #[test]
+    fn a_size_the_layer_does_not_have_is_an_error_not_an_abort() {
+        let (blob, _) = layer(3);
+        let mut toc = LayerToc::build(&blob[..], Digest::of(&blob)).unwrap();
+        toc.uncompressed_size = 1 << 50;
+        let i = toc
+            .entries
+            .iter()
+            .position(|e| e.kind == Kind::File)
+            .unwrap();
+        toc.entries[i].size = 1 << 49;
+        let json = serde_json::to_vec(&toc).unwrap();
+        let toc = LayerToc::parse(&json).unwrap();
+        let err = toc
+            .read_entry(&toc.entries[i], &blob)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ends before the file"), "{err}");
     }
 
     #[test]
