@@ -205,75 +205,13 @@ fn a_tampered_index_is_refused() {
     let name = format!("{}/tools/data:1", registry.host());
     let env = Env::new();
     let artifact = env.ok(&["index", "push", "-q", &name]).trim().to_owned();
-    let tag = format!("sha256-{}", image.manifest.digest.hex());
 
     // Rewrite the table of the data layer: f2's digest becomes f3's.
-    let fetched = client
-        .get_manifest("tools/data", &artifact, &[MANIFEST])
-        .unwrap();
-    let mut manifest: serde_json::Value = serde_json::from_slice(&fetched.bytes).unwrap();
-    let layer = image.layers[1].blob.digest.to_string();
-    let slot = manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .position(|l| l["annotations"]["dev.skiff.lazy.layer"] == layer.as_str())
-        .unwrap();
-    let table_digest = manifest["layers"][slot]["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let compressed = client
-        .get_blob("tools/data", &table_digest.parse().unwrap())
-        .unwrap();
-    let mut json = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::GzDecoder::new(&compressed[..]),
-        &mut json,
-    )
-    .unwrap();
-    let mut table: serde_json::Value = serde_json::from_slice(&json).unwrap();
-    let entries = table["entries"].as_array_mut().unwrap();
-    let digest_of = |p: &str, entries: &[serde_json::Value]| {
-        entries.iter().find(|e| e["path"] == p).unwrap()["digest"].clone()
-    };
-    let f3 = digest_of("data/f3", entries);
-    let f2 = entries.iter_mut().find(|e| e["path"] == "data/f2").unwrap();
-    f2["digest"] = f3;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(&mut gz, &serde_json::to_vec(&table).unwrap()).unwrap();
-    let tampered = Blob::new(
-        gz.finish().unwrap(),
-        "application/vnd.skiff.lazy.toc.v1+json+gzip",
-    );
-    client.push_blob("tools/data", &tampered).unwrap();
-    manifest["layers"][slot]["digest"] = tampered.digest.to_string().into();
-    manifest["layers"][slot]["size"] = tampered.bytes.len().into();
-    let republish = |manifest: &serde_json::Value| {
-        let blob = Blob::new(
-            serde_json::to_vec(manifest).unwrap(),
-            "application/vnd.oci.image.manifest.v1+json",
-        );
-        client
-            .push_manifest("tools/data", &blob.digest.to_string(), &blob)
-            .unwrap();
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [{
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": blob.digest.to_string(),
-                "size": blob.bytes.len(),
-                "artifactType": "application/vnd.skiff.lazy.index.v1+json"
-            }]
-        });
-        let index = Blob::new(
-            serde_json::to_vec(&index).unwrap(),
-            "application/vnd.oci.image.index.v1+json",
-        );
-        client.push_manifest("tools/data", &tag, &index).unwrap();
-    };
-    republish(&manifest);
+    let tampered = tamper_table(&client, "tools/data", &image, &artifact, 1, |entries| {
+        let f3 = entries.iter().find(|e| e["path"] == "data/f3").unwrap()["digest"].clone();
+        let f2 = entries.iter_mut().find(|e| e["path"] == "data/f2").unwrap();
+        f2["digest"] = f3;
+    });
     let out = env.skiff(&["index", "cat", &name, "/data/f2"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{stderr}");
@@ -287,8 +225,12 @@ fn a_tampered_index_is_refused() {
     );
 
     // An index whose subject is another image.
+    let fetched = client
+        .get_manifest("tools/data", &tampered, &[MANIFEST])
+        .unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&fetched.bytes).unwrap();
     manifest["subject"]["digest"] = image.config.digest.to_string().into();
-    republish(&manifest);
+    republish(&client, "tools/data", &image, &manifest);
     let out = env.skiff(&["index", "cat", &name, "/data/f1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{stderr}");
@@ -613,6 +555,34 @@ rootless_test!(
     user = skiff_test_rig::rootless::nosub_user
 );
 
+/// Publishes `manifest` as the index artifact of `image` in `repo` (and the referrers tag
+/// listing it alone); returns its digest.
+fn republish(
+    client: &skiff_test_rig::RegistryClient,
+    repo: &str,
+    image: &Image,
+    manifest: &serde_json::Value,
+) -> String {
+    let artifact = Blob::new(serde_json::to_vec(&manifest).unwrap(), MANIFEST);
+    client
+        .push_manifest(repo, &artifact.digest.to_string(), &artifact)
+        .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX,
+        "manifests": [{
+            "mediaType": MANIFEST,
+            "digest": artifact.digest.to_string(),
+            "size": artifact.bytes.len(),
+            "artifactType": "application/vnd.skiff.lazy.index.v1+json"
+        }]
+    });
+    let index = Blob::new(serde_json::to_vec(&index).unwrap(), INDEX);
+    let tag = format!("sha256-{}", image.manifest.digest.hex());
+    client.push_manifest(repo, &tag, &index).unwrap();
+    artifact.digest.to_string()
+}
+
 /// Rewrites the table of image layer `layer_index` in the published index with `edit` and
 /// republishes the index (artifact and referrers tag) for `image` in `repo`.
 fn tamper_table(
@@ -622,7 +592,7 @@ fn tamper_table(
     artifact: &str,
     layer_index: usize,
     edit: impl Fn(&mut Vec<serde_json::Value>),
-) {
+) -> String {
     let fetched = client.get_manifest(repo, artifact, &[MANIFEST]).unwrap();
     let mut manifest: serde_json::Value = serde_json::from_slice(&fetched.bytes).unwrap();
     let layer = image.layers[layer_index].blob.digest.to_string();
@@ -654,23 +624,7 @@ fn tamper_table(
     client.push_blob(repo, &blob).unwrap();
     manifest["layers"][slot]["digest"] = blob.digest.to_string().into();
     manifest["layers"][slot]["size"] = blob.bytes.len().into();
-    let artifact = Blob::new(serde_json::to_vec(&manifest).unwrap(), MANIFEST);
-    client
-        .push_manifest(repo, &artifact.digest.to_string(), &artifact)
-        .unwrap();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": INDEX,
-        "manifests": [{
-            "mediaType": MANIFEST,
-            "digest": artifact.digest.to_string(),
-            "size": artifact.bytes.len(),
-            "artifactType": "application/vnd.skiff.lazy.index.v1+json"
-        }]
-    });
-    let index = Blob::new(serde_json::to_vec(&index).unwrap(), INDEX);
-    let tag = format!("sha256-{}", image.manifest.digest.hex());
-    client.push_manifest(repo, &tag, &index).unwrap();
+    republish(client, repo, image, &manifest)
 }
 
 /// An index whose metadata lies (a symlink's target): the lazy run serves it (only contents

@@ -26,11 +26,7 @@ impl Engine {
         let store = self.store()?;
         let client = self.client();
         self.block_on(async {
-            let (hosts, fetched, manifest) =
-                pull::manifest_for(&client, &store, reference, &image::host_platform())
-                    .await
-                    .map_err(Box::new)?;
-            let place = place(reference, hosts);
+            let (place, fetched, manifest) = resolve(&client, &store, reference).await?;
             Ok(lazy::push_index(&client, &place, &fetched, &manifest).await?)
         })?
     }
@@ -46,11 +42,7 @@ impl Engine {
         let client = self.client();
         let name = reference.familiar();
         self.block_on(async {
-            let (hosts, fetched, manifest) =
-                pull::manifest_for(&client, &store, reference, &image::host_platform())
-                    .await
-                    .map_err(Box::new)?;
-            let place = place(reference, hosts);
+            let (place, fetched, manifest) = resolve(&client, &store, reference).await?;
             let tables =
                 lazy::fetch_index(&client, &place, &fetched.digest, &manifest, &name).await?;
             Ok(lazy::read_file(&client, &place, &tables, path, &name).await?)
@@ -85,11 +77,7 @@ impl Engine {
                 .map_err(EngineError::Runtime)?,
         );
         let (place, tables) = runtime.block_on(async {
-            let (hosts, fetched, manifest) =
-                pull::manifest_for(&client, &store, reference, &image::host_platform())
-                    .await
-                    .map_err(Box::new)?;
-            let place = place(reference, hosts);
+            let (place, fetched, manifest) = resolve(&client, &store, reference).await?;
             let tables =
                 lazy::fetch_index(&client, &place, &fetched.digest, &manifest, &name).await?;
             Ok::<_, EngineError>((place, tables))
@@ -101,6 +89,26 @@ impl Engine {
             });
         Ok(lazy::mount::mount(&tables, &fetch, target, false)?)
     }
+}
+
+/// The image manifest `reference` names for this host's platform, and where it lives.
+async fn resolve(
+    client: &crate::registry::RegistryClient,
+    store: &rootfs_cache::Store,
+    reference: &Reference,
+) -> Result<
+    (
+        Place,
+        crate::registry::FetchedManifest,
+        image::ImageManifest,
+    ),
+    EngineError,
+> {
+    let (hosts, fetched, manifest) =
+        pull::manifest_for(client, store, reference, &image::host_platform())
+            .await
+            .map_err(Box::new)?;
+    Ok((place(reference, hosts), fetched, manifest))
 }
 
 fn place(reference: &Reference, hosts: Vec<String>) -> Place {
@@ -225,11 +233,7 @@ impl Engine {
         }
         let client = self.client();
         let found = self.block_on(async {
-            let (hosts, fetched, manifest) =
-                pull::manifest_for(&client, store, &reference, &image::host_platform())
-                    .await
-                    .map_err(Box::new)?;
-            let place = place(&reference, hosts);
+            let (place, fetched, manifest) = resolve(&client, store, &reference).await?;
             let config_digest = image::digest_of(manifest.config(), "config").map_err(|e| {
                 lazy::LazyError::Index {
                     reason: e.to_string(),

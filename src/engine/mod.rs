@@ -451,6 +451,9 @@ impl Engine {
     /// ```
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport, EngineError> {
         self.sweep_as_root()?;
+        if !self.rootless {
+            crate::launch::remove_stale_run_cgroups();
+        }
         self.enter_store_namespace()?;
         let store = self.store()?;
         // Containers whose `create` was killed before its record was written.

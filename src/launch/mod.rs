@@ -291,9 +291,6 @@ pub fn sweep_dead_runs(store: &Store, rootless: bool) -> Result<Vec<String>, Run
     for dir in &orphaned {
         wait_lock_free(dir);
     }
-    if !rootless {
-        container::remove_stale_run_cgroups();
-    }
     if (dead.is_empty() && orphaned.is_empty()) || rootless {
         return Ok(Vec::new());
     }
@@ -341,6 +338,12 @@ pub fn same_user_namespace(pid: i32) -> bool {
 /// Whether this process already entered its rootless user namespace.
 pub fn in_user_namespace() -> bool {
     USER_NAMESPACE.get().is_some()
+}
+
+/// Removes empty run cgroups over 10 s old that killed runs left (root; for `gc`, kept off
+/// the run's start-up path).
+pub(crate) fn remove_stale_run_cgroups() -> usize {
+    container::remove_stale_run_cgroups()
 }
 
 /// Cleans up after a job container whose monitor died, once its init is gone.

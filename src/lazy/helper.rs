@@ -12,7 +12,6 @@ use std::sync::Arc;
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid};
 
-use super::fs::{Fetch, LayerFs};
 use super::toc::LayerToc;
 use super::{FetchLayerEntry, LazyError};
 
@@ -135,19 +134,7 @@ fn mount_layers(
     let fetch = fetcher()?;
     let mut sessions = Vec::new();
     for (dir, toc) in dirs.iter().zip(tables) {
-        let (toc_for_fetch, fetch) = (toc.clone(), fetch.clone());
-        let layer_fetch: Box<Fetch> = Box::new(move |entry| fetch(&toc_for_fetch, entry));
-        let fs = LayerFs::new(toc, layer_fetch, rootless);
-        let mut config = fuser::Config::default();
-        config.mount_options = vec![
-            fuser::MountOption::RO,
-            fuser::MountOption::FSName("skiff-lazy".into()),
-            fuser::MountOption::Subtype("skiff".into()),
-        ];
-        config.n_threads = Some(1);
-        let session = fuser::spawn_mount(fs, dir, &config)
-            .map_err(|e| failed(format!("mounting FUSE on {}: {e}", dir.display())))?;
-        sessions.push(session);
+        sessions.push(super::mount::mount_layer(dir, toc, &fetch, rootless)?);
     }
     Ok(sessions)
 }

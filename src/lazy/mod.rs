@@ -532,16 +532,5 @@ pub(crate) async fn read_file(
             image: image.to_owned(),
         });
     };
-    let (_, start, end) = toc.span_of(entry);
-    let compressed = client
-        .blob_range(
-            place.host(),
-            &place.registry,
-            &place.repository,
-            &toc.layer,
-            start,
-            end,
-        )
-        .await?;
-    toc.read_entry(entry, &compressed)
+    fetch_entry(client, place, toc, entry).await
 }

@@ -54,6 +54,26 @@ fn failed(what: &str, path: &Path, e: impl std::fmt::Display) -> LazyError {
     }
 }
 
+/// Serves layer `toc` as a read-only FUSE file system at `dir`, files from `fetch`.
+pub(crate) fn mount_layer(
+    dir: &Path,
+    toc: &Arc<LayerToc>,
+    fetch: &Arc<super::FetchLayerEntry>,
+    rootless: bool,
+) -> Result<fuser::BackgroundSession, LazyError> {
+    let (toc_for_fetch, fetch) = (toc.clone(), fetch.clone());
+    let layer_fetch: Box<Fetch> = Box::new(move |entry| fetch(&toc_for_fetch, entry));
+    let fs = LayerFs::new(toc, layer_fetch, rootless);
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName("skiff-lazy".into()),
+        fuser::MountOption::Subtype("skiff".into()),
+    ];
+    config.n_threads = Some(1);
+    fuser::spawn_mount(fs, dir, &config).map_err(|e| failed("mounting FUSE on", dir, e))
+}
+
 /// Mounts `tables` (bottom layer first) at `target`; `fetch(layer, entry)` gives a file's
 /// checked content.
 pub(crate) fn mount(
@@ -71,18 +91,7 @@ pub(crate) fn mount(
     for (i, toc) in tables.iter().enumerate() {
         let dir = scratch.path().join(format!("l{i}"));
         std::fs::create_dir(&dir).map_err(|e| failed("creating", &dir, e))?;
-        let (toc_for_fetch, fetch) = (toc.clone(), fetch.clone());
-        let layer_fetch: Box<Fetch> = Box::new(move |entry| fetch(&toc_for_fetch, entry));
-        let fs = LayerFs::new(toc, layer_fetch, rootless);
-        let mut config = fuser::Config::default();
-        config.mount_options = vec![
-            fuser::MountOption::RO,
-            fuser::MountOption::FSName("skiff-lazy".into()),
-            fuser::MountOption::Subtype("skiff".into()),
-        ];
-        config.n_threads = Some(1);
-        let session = fuser::spawn_mount(fs, &dir, &config)
-            .map_err(|e| failed("mounting FUSE on", &dir, e))?;
+        let session = mount_layer(&dir, toc, fetch, rootless)?;
         sessions.push(session);
         lowers.push(dir);
     }

@@ -98,6 +98,22 @@ struct Job<'a, R> {
     name: String,
 }
 
+impl<'a, R: Registry> Job<'a, R> {
+    fn new(client: &'a R, store: &'a Store, reference: &'a Reference) -> Self {
+        Job {
+            client,
+            store,
+            reference,
+            hosts: client.hosts_for(
+                reference.api_registry(),
+                reference.registry(),
+                reference.repository(),
+            ),
+            name: reference.to_string(),
+        }
+    }
+}
+
 impl<R> Job<'_, R> {
     fn registry_err(&self, source: RegistryError) -> PullError {
         PullError::Registry {
@@ -158,17 +174,7 @@ pub(crate) async fn pull_from<R: Registry + Clone + 'static>(
     progress: &Arc<dyn Progress>,
 ) -> Result<PullReport, PullError> {
     let started = Instant::now();
-    let job = Job {
-        client,
-        store,
-        reference,
-        hosts: client.hosts_for(
-            reference.api_registry(),
-            reference.registry(),
-            reference.repository(),
-        ),
-        name: reference.to_string(),
-    };
+    let job = Job::new(client, store, reference);
     let want = match &options.platform {
         Some(p) => image::parse_platform(p).ok_or_else(|| {
             job.bad_image(format!(
@@ -203,17 +209,7 @@ pub(crate) async fn manifest_for(
     reference: &Reference,
     want: &Platform,
 ) -> Result<(Vec<String>, FetchedManifest, ImageManifest), PullError> {
-    let job = Job {
-        client,
-        store,
-        reference,
-        hosts: client.hosts_for(
-            reference.api_registry(),
-            reference.registry(),
-            reference.repository(),
-        ),
-        name: reference.to_string(),
-    };
+    let job = Job::new(client, store, reference);
     let (_, fetched, manifest) = resolve_manifest(&job, want).await?;
     Ok((job.hosts, fetched, manifest))
 }
