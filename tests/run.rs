@@ -752,3 +752,49 @@ fn gc_removes_stale_empty_run_cgroups() {
     assert!(!old_left, "the stale cgroup is left");
     assert!(fresh_left, "a fresh cgroup was removed");
 }
+
+/// skiff's stdout or stderr redirected to /dev/null: the payload can still write there (as in
+/// docker, where it writes into a pipe). libcontainer alone would give it a read-only
+/// /dev/null, failing every write with EBADF.
+fn output_to_dev_null_is_writable_body() {
+    let env = RunEnv::new();
+    let img = env.busybox();
+    env.ok(&[&img, "true"]);
+    // stderr to /dev/null: the payload reports its write to stderr on stdout.
+    let out = env
+        .cmd(&["run", "--rm", &img, "sh", "-c", "echo lost >&2 && echo wrote"])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "wrote\n",
+        "{:?}",
+        out.status
+    );
+    assert!(out.status.success());
+    // stdout to /dev/null: reported on stderr.
+    let out = env
+        .cmd(&["run", "--rm", &img, "sh", "-c", "echo lost && echo wrote >&2"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).ends_with("wrote\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn output_to_dev_null_is_writable() {
+    require_root();
+    output_to_dev_null_is_writable_body();
+}
+rootless_test!(
+    rootless_output_to_dev_null_is_writable,
+    output_to_dev_null_is_writable_body,
+    env = common::rootless_env
+);

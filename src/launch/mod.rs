@@ -19,6 +19,7 @@ mod spec;
 mod stdio;
 
 use std::io::ErrorKind;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -746,6 +747,9 @@ fn create_container(
     if let Some((stdout, stderr)) = outputs {
         stdio.stdout = Some(stdout);
         stdio.stderr = Some(stderr);
+    } else {
+        stdio.stdout = stdio::writable_discard(std::io::stdout().as_fd())?;
+        stdio.stderr = stdio::writable_discard(std::io::stderr().as_fd())?;
     }
     if let Some(input) = input {
         stdio.stdin = Some(input);

@@ -51,6 +51,30 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
+/// A replacement for `fd` when it is the host's /dev/null: `/dev/zero`, write-only, which
+/// discards what is written as well. libcontainer (0.7) points a container's stdio that is
+/// /dev/null at the container's own /dev/null opened read-only, so the payload's writes there
+/// fail (EBADF: `echo x 2>/dev/null`-style redirections of `skiff run` broke `tar` and any
+/// program that checks its writes). docker gives the payload a pipe whose reader discards.
+pub(crate) fn writable_discard(fd: BorrowedFd<'_>) -> Result<Option<OwnedFd>, RunError> {
+    let Ok(stat) = nix::sys::stat::fstat(fd.as_raw_fd()) else {
+        return Ok(None);
+    };
+    let null = libc::makedev(1, 3);
+    if stat.st_mode & libc::S_IFMT != libc::S_IFCHR || stat.st_rdev != null {
+        return Ok(None);
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/zero")
+        .map(|f| Some(OwnedFd::from(f)))
+        .map_err(|source| RunError::Io {
+            op: "opening",
+            path: "/dev/zero".into(),
+            source,
+        })
+}
+
 fn sys(op: &'static str) -> impl FnOnce(nix::Error) -> RunError {
     move |e| RunError::Sys { op, source: e }
 }
