@@ -163,13 +163,13 @@ pub fn lazy_index(data: &[u8]) {
         0 => {
             if let Ok(table) = toc::LayerToc::parse(rest) {
                 let blob = vec![0u8; 1 << 16];
+                let fetch = |a: u64, b: u64| {
+                    let (a, b) = (a.min(1 << 16) as usize, b.min(1 << 16) as usize);
+                    Ok(blob[a..b.max(a)].to_vec())
+                };
+                let chunks = crate::lazy::chunks::Chunks::new(1 << 20);
                 for entry in table.entries.iter().take(64) {
-                    let (_, from, to) = table.span_of(entry);
-                    let (from, to) = (from.min(blob.len() as u64), to.min(blob.len() as u64));
-                    if entry.size <= 1 << 20 {
-                        let _ =
-                            table.read_entry(entry, &blob[from as usize..to.max(from) as usize]);
-                    }
+                    let _ = chunks.read(&table, entry, &fetch);
                 }
                 let _ = table.longest_span();
             }

@@ -38,15 +38,38 @@ impl Engine {
         reference: &Reference,
         path: &str,
     ) -> Result<Vec<u8>, EngineError> {
+        let (reader, tables) = self.lazy_reader(reference)?;
+        Ok(lazy::read_file(
+            &reader,
+            &tables,
+            path,
+            &reference.familiar(),
+        )?)
+    }
+
+    /// A reader of `reference`'s layers through its index, on a runtime of its own (shut down
+    /// when the reader goes), and the index's tables.
+    fn lazy_reader(
+        &self,
+        reference: &Reference,
+    ) -> Result<(lazy::LayerReader, Vec<std::sync::Arc<lazy::toc::LayerToc>>), EngineError> {
         let store = self.store()?;
         let client = self.client();
         let name = reference.familiar();
-        self.block_on(async {
+        let runtime = std::sync::Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(EngineError::Runtime)?,
+        );
+        let (place, tables) = runtime.block_on(async {
             let (place, fetched, manifest) = resolve(&client, &store, reference).await?;
             let tables =
                 lazy::fetch_index(&client, &place, &fetched.digest, &manifest, &name).await?;
-            Ok(lazy::read_file(&client, &place, &tables, path, &name).await?)
-        })?
+            Ok::<_, EngineError>((place, tables))
+        })?;
+        Ok((lazy::LayerReader::new(runtime, client, place, None), tables))
     }
 }
 
@@ -65,29 +88,14 @@ impl Engine {
             }
             .into());
         }
-        let store = self.store()?;
-        let client = self.client();
-        let name = reference.familiar();
-        // The runtime serves the layers' reads for as long as the mount lives.
-        let runtime = std::sync::Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(EngineError::Runtime)?,
-        );
-        let (place, tables) = runtime.block_on(async {
-            let (place, fetched, manifest) = resolve(&client, &store, reference).await?;
-            let tables =
-                lazy::fetch_index(&client, &place, &fetched.digest, &manifest, &name).await?;
-            Ok::<_, EngineError>((place, tables))
-        })?;
-        let rt = runtime.clone();
-        let fetch: std::sync::Arc<lazy::FetchLayerEntry> =
-            std::sync::Arc::new(move |toc, entry| {
-                rt.block_on(lazy::fetch_entry(&client, &place, toc, entry))
-            });
-        Ok(lazy::mount::mount(&tables, &fetch, target, false)?)
+        // The reader's runtime serves the layers' reads for as long as the mount lives.
+        let (reader, tables) = self.lazy_reader(reference)?;
+        Ok(lazy::mount::mount(
+            &tables,
+            &std::sync::Arc::new(reader),
+            target,
+            false,
+        )?)
     }
 }
 
@@ -145,7 +153,10 @@ impl crate::launch::LazyLayers for LazyImage {
         let engine = self.engine.clone();
         let place = self.place.clone();
         let reference = self.reference.clone();
-        let fetcher = Box::new(move || {
+        // The payload's reads go first: the full pull gives way while one waits.
+        let foreground = std::sync::Arc::new(crate::registry::Foreground::default());
+        let fg = foreground.clone();
+        let reader = Box::new(move || {
             let runtime = std::sync::Arc::new(
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
@@ -155,17 +166,14 @@ impl crate::launch::LazyLayers for LazyImage {
                         reason: format!("starting the I/O runtime: {e}"),
                     })?,
             );
-            let client = engine.client();
-            let fetch: std::sync::Arc<lazy::FetchLayerEntry> =
-                std::sync::Arc::new(move |toc, entry| {
-                    runtime.block_on(lazy::fetch_entry(&client, &place, toc, entry))
-                });
-            Ok(fetch)
+            let reader = lazy::LayerReader::new(runtime, engine.client(), place, Some(fg));
+            Ok(std::sync::Arc::new(reader))
         });
         // Quiet: the payload's output owns the terminal meanwhile.
         let puller = self
             .engine
             .clone()
+            .giving_way_to(foreground)
             .with_progress(std::sync::Arc::new(crate::progress::Silent));
         let tables = self.tables.clone();
         let subject = self.record.manifest;
@@ -188,7 +196,7 @@ impl crate::launch::LazyLayers for LazyImage {
             Ok(())
         });
         let work = lazy::helper::HelperWork {
-            fetcher,
+            reader,
             tables: self.tables.clone(),
             rootless: self.engine.rootless,
             background,

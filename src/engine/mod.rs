@@ -94,6 +94,8 @@ pub struct Engine {
     retry: RetryPolicy,
     progress: Arc<dyn Progress>,
     monitor_program: PathBuf,
+    /// Foreground reads the engine's blob downloads give way to (a lazy run's full pull).
+    foreground: Option<Arc<crate::registry::Foreground>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -173,6 +175,7 @@ impl Engine {
                 ..RetryPolicy::default()
             }),
             progress: Arc::new(Silent),
+            foreground: None,
             monitor_program: options
                 .monitor_program
                 .unwrap_or_else(|| PathBuf::from("/proc/self/exe")),
@@ -238,7 +241,17 @@ impl Engine {
 
     /// A registry client with this engine's configuration and credentials.
     pub(crate) fn client(&self) -> RegistryClient {
-        RegistryClient::new(self.config.clone(), self.auth.clone(), self.retry)
+        let client = RegistryClient::new(self.config.clone(), self.auth.clone(), self.retry);
+        match &self.foreground {
+            Some(fg) => client.giving_way_to(fg.clone()),
+            None => client,
+        }
+    }
+
+    /// This engine with its blob downloads giving way to `foreground` reads.
+    pub(crate) fn giving_way_to(mut self, foreground: Arc<crate::registry::Foreground>) -> Self {
+        self.foreground = Some(foreground);
+        self
     }
 
     /// Runs async work on a runtime that is shut down before returning, so that no I/O thread

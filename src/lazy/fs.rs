@@ -39,7 +39,51 @@ pub(crate) struct LayerFs {
     fetch: Box<Fetch>,
     /// The prefix of overlayfs's xattrs: `trusted.` as root, `user.` with `userxattr`.
     xattr_prefix: &'static str,
-    contents: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    contents: Mutex<Contents>,
+}
+
+/// The files of a layer read so far (checked), the least recently used dropped beyond
+/// [`CONTENT_BYTES`]: the kernel's page cache keeps what the payload reads again, and a file
+/// asked for again is read again.
+#[derive(Default)]
+struct Contents {
+    files: HashMap<u64, (Arc<Vec<u8>>, u64)>,
+    bytes: usize,
+    tick: u64,
+}
+
+/// What a layer keeps of the files read.
+const CONTENT_BYTES: usize = 64 << 20;
+
+impl Contents {
+    fn get(&mut self, ino: u64) -> Option<Arc<Vec<u8>>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.files.get_mut(&ino).map(|(data, used)| {
+            *used = tick;
+            data.clone()
+        })
+    }
+
+    /// Keeps `data` (never dropping it at once, however large).
+    fn keep(&mut self, ino: u64, data: Arc<Vec<u8>>) {
+        self.tick += 1;
+        self.bytes += data.len();
+        if let Some((old, _)) = self.files.insert(ino, (data, self.tick)) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > CONTENT_BYTES {
+            let oldest = self
+                .files
+                .iter()
+                .filter(|(i, _)| **i != ino)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(i, (d, _))| (*i, d.len()));
+            let Some((i, len)) = oldest else { break };
+            self.files.remove(&i);
+            self.bytes -= len;
+        }
+    }
 }
 
 impl std::fmt::Debug for LayerFs {
@@ -103,7 +147,7 @@ impl LayerFs {
             nodes: vec![root],
             fetch,
             xattr_prefix: if rootless { "user." } else { "trusted." },
-            contents: Mutex::new(HashMap::new()),
+            contents: Mutex::new(Contents::default()),
         };
         for e in &toc.entries {
             fs.add(e);
@@ -216,12 +260,12 @@ impl LayerFs {
     }
 
     fn content(&self, ino: u64, entry: &TocEntry) -> Result<Arc<Vec<u8>>, LazyError> {
-        if let Some(c) = self.contents.lock().ok().and_then(|m| m.get(&ino).cloned()) {
+        if let Some(c) = self.contents.lock().ok().and_then(|mut m| m.get(ino)) {
             return Ok(c);
         }
         let data = Arc::new((self.fetch)(entry)?);
         if let Ok(mut m) = self.contents.lock() {
-            m.insert(ino, data.clone());
+            m.keep(ino, data.clone());
         }
         Ok(data)
     }

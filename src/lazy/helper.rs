@@ -13,13 +13,13 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid};
 
 use super::toc::LayerToc;
-use super::{FetchLayerEntry, LazyError};
+use super::{LayerReader, LazyError};
 
 /// What the helper does once forked: `serve` mounts the layers and returns the sessions (kept
 /// until the end), then `background` (the full pull) runs.
 pub(crate) struct HelperWork {
-    /// Builds the runtime-backed fetcher in the helper (no thread may exist before the fork).
-    pub(crate) fetcher: Box<dyn FnOnce() -> Result<Arc<FetchLayerEntry>, LazyError>>,
+    /// Builds the runtime-backed reader in the helper (no thread may exist before the fork).
+    pub(crate) reader: Box<dyn FnOnce() -> Result<Arc<LayerReader>, LazyError>>,
     /// The image's tables, bottom layer first.
     pub(crate) tables: Vec<Arc<LayerToc>>,
     /// Whether overlayfs reads `user.` xattrs (rootless).
@@ -103,7 +103,7 @@ fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i
     // The signals the launcher forwards (a Ctrl-C on the terminal reaches the whole process
     // group) stay blocked: the payload may outlive them, and needs its files. The helper ends
     // when the launcher says so, or dies with it.
-    let sessions = match mount_layers(dirs, work.fetcher, &work.tables, work.rootless) {
+    let sessions = match mount_layers(dirs, work.reader, &work.tables, work.rootless) {
         Ok(sessions) => sessions,
         Err(err) => {
             let _ = writeln!(ready, "{}", crate::error_chain(&err));
@@ -127,14 +127,14 @@ fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i
 
 fn mount_layers(
     dirs: &[PathBuf],
-    fetcher: Box<dyn FnOnce() -> Result<Arc<FetchLayerEntry>, LazyError>>,
+    reader: Box<dyn FnOnce() -> Result<Arc<LayerReader>, LazyError>>,
     tables: &[Arc<LayerToc>],
     rootless: bool,
 ) -> Result<Vec<fuser::BackgroundSession>, LazyError> {
-    let fetch = fetcher()?;
+    let reader = reader()?;
     let mut sessions = Vec::new();
     for (dir, toc) in dirs.iter().zip(tables) {
-        sessions.push(super::mount::mount_layer(dir, toc, &fetch, rootless)?);
+        sessions.push(super::mount::mount_layer(dir, toc, &reader, rootless)?);
     }
     Ok(sessions)
 }

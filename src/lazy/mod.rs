@@ -10,6 +10,7 @@
 //! gzip images unchanged, is JSON, and checks every file against a digest it carries.
 
 pub(crate) mod artifact;
+pub(crate) mod chunks;
 pub(crate) mod fs;
 pub(crate) mod helper;
 pub(crate) mod inflate;
@@ -86,10 +87,6 @@ pub enum LazyError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
-
-/// Fetches a file of a layer, checked against its table.
-pub(crate) type FetchLayerEntry =
-    dyn Fn(&LayerToc, &toc::TocEntry) -> Result<Vec<u8>, LazyError> + Send + Sync;
 
 pub use mount::LazyMount;
 
@@ -388,28 +385,44 @@ pub(crate) async fn fetch_index(
         });
     }
     let tables = artifact::tables(&bytes, subject)?;
-    let mut out = Vec::new();
+    // All tables at once: each is a round trip and a download, then a parse.
+    let mut wanted = Vec::new();
     for layer in manifest.layers() {
         let digest = Digest::parse(layer.digest().as_ref()).map_err(|e| LazyError::Index {
             reason: format!("a layer digest: {e}"),
         })?;
-        let (blob, size) = tables.get(&digest).ok_or_else(|| LazyError::Index {
+        let (blob, size) = *tables.get(&digest).ok_or_else(|| LazyError::Index {
             reason: format!("no table for layer {digest}"),
         })?;
-        if *size > MAX_TOC_BYTES {
-            return Err(LazyError::Index {
-                reason: format!("the table of layer {digest} is {size} bytes"),
-            });
-        }
-        let compressed = client
-            .small_blob(
-                &place.hosts,
-                &place.registry,
-                &place.repository,
-                blob,
-                *size,
-            )
-            .await?;
+        wanted.push(fetch_table(client, place, digest, layer.size(), blob, size));
+    }
+    futures_util::future::try_join_all(wanted).await
+}
+
+/// The table of layer `digest` (`layer_size` bytes), blob `blob` of `size` bytes, checked.
+async fn fetch_table(
+    client: &RegistryClient,
+    place: &Place,
+    digest: Digest,
+    layer_size: u64,
+    blob: Digest,
+    size: u64,
+) -> Result<Arc<LayerToc>, LazyError> {
+    if size > MAX_TOC_BYTES {
+        return Err(LazyError::Index {
+            reason: format!("the table of layer {digest} is {size} bytes"),
+        });
+    }
+    let compressed = client
+        .small_blob(
+            &place.hosts,
+            &place.registry,
+            &place.repository,
+            &blob,
+            size,
+        )
+        .await?;
+    let parse = move || {
         let mut json = Vec::new();
         flate2::read::GzDecoder::new(&compressed[..])
             .take(MAX_TOC_BYTES + 1)
@@ -422,15 +435,20 @@ pub(crate) async fn fetch_index(
                 reason: format!("the table of layer {digest} is over {MAX_TOC_BYTES} bytes"),
             });
         }
-        let toc = LayerToc::parse(&json)?;
-        if toc.layer != digest || toc.compressed_size != layer.size() {
-            return Err(LazyError::Index {
-                reason: format!("the table for layer {digest} describes {}", toc.layer),
-            });
-        }
-        out.push(Arc::new(toc));
+        LayerToc::parse(&json)
+    };
+    // Parsing a large table takes a while: off the I/O threads, tables in parallel.
+    let toc = tokio::task::spawn_blocking(parse)
+        .await
+        .map_err(|e| LazyError::Index {
+            reason: format!("parsing the table of layer {digest}: {e}"),
+        })??;
+    if toc.layer != digest || toc.compressed_size != layer_size {
+        return Err(LazyError::Index {
+            reason: format!("the table for layer {digest} describes {}", toc.layer),
+        });
     }
-    Ok(out)
+    Ok(Arc::new(toc))
 }
 
 /// The topmost entry at `path` (no leading `/`) across `tables`, unless a whiteout in a layer
@@ -495,32 +513,69 @@ fn resolve(tables: &[Arc<LayerToc>], path: &str) -> Option<String> {
     Some(done.join("/"))
 }
 
-/// The checked content of `entry` of layer `toc`, by a Range request.
-pub(crate) async fn fetch_entry(
-    client: &RegistryClient,
-    place: &Place,
-    toc: &LayerToc,
-    entry: &toc::TocEntry,
-) -> Result<Vec<u8>, LazyError> {
-    let (_, start, end) = toc.span_of(entry);
-    let compressed = client
-        .blob_range(
-            place.host(),
-            &place.registry,
-            &place.repository,
-            &toc.layer,
-            start,
-            end,
-        )
-        .await?;
-    toc.read_entry(entry, &compressed)
+/// Reads files of an image's layers: the chunks that hold them by Range requests on a runtime
+/// of its own, cached and shared by concurrent readers (`chunks`), each file checked against
+/// its table. While a read waits, the background pull (if any) gives way to it.
+pub(crate) struct LayerReader {
+    runtime: Arc<tokio::runtime::Runtime>,
+    client: RegistryClient,
+    place: Place,
+    chunks: chunks::Chunks,
+    foreground: Option<Arc<crate::registry::Foreground>>,
+}
+
+impl std::fmt::Debug for LayerReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerReader")
+            .field("place", &self.place)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LayerReader {
+    /// A reader of `place`'s blobs on `runtime` (never entered by the caller's thread while
+    /// it reads).
+    pub(crate) fn new(
+        runtime: Arc<tokio::runtime::Runtime>,
+        client: RegistryClient,
+        place: Place,
+        foreground: Option<Arc<crate::registry::Foreground>>,
+    ) -> Self {
+        Self {
+            runtime,
+            client,
+            place,
+            chunks: chunks::Chunks::new(chunks::CACHE_BYTES),
+            foreground,
+        }
+    }
+
+    /// The checked content of `entry` of layer `toc`.
+    pub(crate) fn read(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Result<Vec<u8>, LazyError> {
+        let _first = self
+            .foreground
+            .as_deref()
+            .map(crate::registry::Foreground::begin);
+        let fetch = |start: u64, end: u64| {
+            self.runtime
+                .block_on(self.client.blob_range(
+                    self.place.host(),
+                    &self.place.registry,
+                    &self.place.repository,
+                    &toc.layer,
+                    start,
+                    end,
+                ))
+                .map_err(LazyError::from)
+        };
+        self.chunks.read(toc, entry, &fetch)
+    }
 }
 
 /// Reads file `path` of the image through its index: symlinks followed inside the image, the
-/// entry from the top layer down, its content by a Range request, checked against the index.
-pub(crate) async fn read_file(
-    client: &RegistryClient,
-    place: &Place,
+/// entry from the top layer down, its content through `reader`, checked against the index.
+pub(crate) fn read_file(
+    reader: &LayerReader,
     tables: &[Arc<LayerToc>],
     path: &str,
     image: &str,
@@ -532,5 +587,5 @@ pub(crate) async fn read_file(
             image: image.to_owned(),
         });
     };
-    fetch_entry(client, place, toc, entry).await
+    reader.read(toc, entry)
 }

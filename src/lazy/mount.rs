@@ -54,15 +54,19 @@ fn failed(what: &str, path: &Path, e: impl std::fmt::Display) -> LazyError {
     }
 }
 
-/// Serves layer `toc` as a read-only FUSE file system at `dir`, files from `fetch`.
+/// Requests of one layer's file system served at once: a payload's threads (and the kernel's
+/// read-ahead) wait for different files in parallel.
+const SERVING_THREADS: usize = 4;
+
+/// Serves layer `toc` as a read-only FUSE file system at `dir`, files read by `reader`.
 pub(crate) fn mount_layer(
     dir: &Path,
     toc: &Arc<LayerToc>,
-    fetch: &Arc<super::FetchLayerEntry>,
+    reader: &Arc<super::LayerReader>,
     rootless: bool,
 ) -> Result<fuser::BackgroundSession, LazyError> {
-    let (toc_for_fetch, fetch) = (toc.clone(), fetch.clone());
-    let layer_fetch: Box<Fetch> = Box::new(move |entry| fetch(&toc_for_fetch, entry));
+    let (toc_for_fetch, reader) = (toc.clone(), reader.clone());
+    let layer_fetch: Box<Fetch> = Box::new(move |entry| reader.read(&toc_for_fetch, entry));
     let fs = LayerFs::new(toc, layer_fetch, rootless);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -70,15 +74,16 @@ pub(crate) fn mount_layer(
         fuser::MountOption::FSName("skiff-lazy".into()),
         fuser::MountOption::Subtype("skiff".into()),
     ];
-    config.n_threads = Some(1);
+    config.n_threads = Some(SERVING_THREADS);
+    // Each thread reads requests from a /dev/fuse descriptor of its own.
+    config.clone_fd = true;
     fuser::spawn_mount(fs, dir, &config).map_err(|e| failed("mounting FUSE on", dir, e))
 }
 
-/// Mounts `tables` (bottom layer first) at `target`; `fetch(layer, entry)` gives a file's
-/// checked content.
+/// Mounts `tables` (bottom layer first) at `target`, files read by `reader`.
 pub(crate) fn mount(
     tables: &[Arc<LayerToc>],
-    fetch: &Arc<super::FetchLayerEntry>,
+    reader: &Arc<super::LayerReader>,
     target: &Path,
     rootless: bool,
 ) -> Result<LazyMount, LazyError> {
@@ -91,7 +96,7 @@ pub(crate) fn mount(
     for (i, toc) in tables.iter().enumerate() {
         let dir = scratch.path().join(format!("l{i}"));
         std::fs::create_dir(&dir).map_err(|e| failed("creating", &dir, e))?;
-        let session = mount_layer(&dir, toc, fetch, rootless)?;
+        let session = mount_layer(&dir, toc, reader, rootless)?;
         sessions.push(session);
         lowers.push(dir);
     }

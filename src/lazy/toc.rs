@@ -191,59 +191,6 @@ impl LayerToc {
         let path = path.trim_start_matches('/').trim_end_matches('/');
         self.entries.iter().rev().find(|e| e.path == path)
     }
-
-    /// The compressed byte range to fetch to read `entry`'s content, and the checkpoint to
-    /// inflate from (None: the blob's start).
-    pub(crate) fn span_of(&self, entry: &TocEntry) -> (Option<&Checkpoint>, u64, u64) {
-        let start = self
-            .checkpoints
-            .partition_point(|p| p.output <= entry.offset);
-        let from = start.checked_sub(1).map(|i| &self.checkpoints[i]);
-        let end = entry.offset + entry.size;
-        // The first checkpoint at or after the end: its input offset covers all needed bits.
-        let to = self.checkpoints[start..]
-            .iter()
-            .find(|p| p.output >= end)
-            .map_or(self.compressed_size, |p| p.input);
-        (from, from.map_or(0, |p| p.input), to)
-    }
-
-    /// Reads `entry`'s content from `compressed`, the blob's bytes `span_of(entry)` names,
-    /// and checks it against the table's digest.
-    pub(crate) fn read_entry(
-        &self,
-        entry: &TocEntry,
-        compressed: &[u8],
-    ) -> Result<Vec<u8>, LazyError> {
-        let (from, _, _) = self.span_of(entry);
-        let bad = |reason: String| LazyError::Content {
-            path: entry.path.clone(),
-            layer: self.layer,
-            reason,
-        };
-        let mut inflater = match from {
-            Some(p) => Inflater::resume(compressed, p).map_err(|e| bad(e.to_string()))?,
-            None => Inflater::new(compressed),
-        };
-        let skip = entry.offset - from.map_or(0, |p| p.output);
-        io::copy(&mut (&mut inflater).take(skip), &mut io::sink())
-            .map_err(|e| bad(e.to_string()))?;
-        // The size is the table's word: reserve no more than a sane file at first.
-        let mut content = Vec::with_capacity(usize::try_from(entry.size.min(1 << 26)).unwrap_or(0));
-        (&mut inflater)
-            .take(entry.size)
-            .read_to_end(&mut content)
-            .map_err(|e| bad(e.to_string()))?;
-        if content.len() as u64 != entry.size {
-            return Err(bad("the layer ends before the file does".into()));
-        }
-        let actual = Digest::of(&content);
-        match entry.digest {
-            Some(d) if d == actual => Ok(content),
-            Some(d) => Err(bad(format!("content digest {actual}, the index says {d}"))),
-            None => Err(bad("not a regular file".into())),
-        }
-    }
 }
 
 /// The table entry of a tar entry, reading its content for the digest.
@@ -448,8 +395,14 @@ mod tests {
         (enc.finish().unwrap(), contents)
     }
 
+    /// `entry` read as a lazy run reads it: through the chunk cache, its ranges from `blob`.
+    fn read(toc: &LayerToc, entry: &TocEntry, blob: &[u8]) -> Result<Vec<u8>, LazyError> {
+        let fetch = |a: u64, b: u64| Ok(blob[a as usize..(b as usize).min(blob.len())].to_vec());
+        crate::lazy::chunks::Chunks::new(1 << 20).read(toc, entry, &fetch)
+    }
+
     #[test]
-    fn every_file_reads_back_from_its_span_alone() {
+    fn every_file_reads_back_from_its_chunks() {
         let (blob, contents) = layer(60);
         let digest = Digest::of(&blob);
         let toc = LayerToc::build(&blob[..], digest).unwrap();
@@ -466,11 +419,7 @@ mod tests {
         assert_eq!(toc.diff_id, Digest::of(&tar));
         assert_eq!(toc.uncompressed_size, tar.len() as u64);
         for (path, body) in &contents {
-            let entry = toc.entry(path).unwrap();
-            let (_, from, to) = toc.span_of(entry);
-            let got = toc
-                .read_entry(entry, &blob[from as usize..to as usize])
-                .unwrap();
+            let got = read(&toc, toc.entry(path).unwrap(), &blob).unwrap();
             assert_eq!(&got, body, "{path}");
         }
         assert_eq!(toc.entry("/usr/link").unwrap().link.as_deref(), Some("f0"));
@@ -488,7 +437,7 @@ mod tests {
         let i = toc.entries.iter().position(|e| e.size > 0).unwrap();
         toc.entries[i].digest = Some(Digest::of(b"something else"));
         let entry = toc.entries[i].clone();
-        let err = toc.read_entry(&entry, &blob).unwrap_err().to_string();
+        let err = read(&toc, &entry, &blob).unwrap_err().to_string();
         assert!(err.contains(&entry.path) && err.contains("index"), "{err}");
     }
 
@@ -505,11 +454,8 @@ mod tests {
         toc.entries[i].size = 1 << 49;
         let json = serde_json::to_vec(&toc).unwrap();
         let toc = LayerToc::parse(&json).unwrap();
-        let err = toc
-            .read_entry(&toc.entries[i], &blob)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("ends before the file"), "{err}");
+        let err = read(&toc, &toc.entries[i], &blob).unwrap_err().to_string();
+        assert!(err.contains("the layer ends before"), "{err}");
     }
 
     #[test]

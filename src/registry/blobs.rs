@@ -202,6 +202,11 @@ impl BlobFetch<'_> {
         };
         let mut stream = resp.bytes_stream();
         loop {
+            if let Some(fg) = &self.client.foreground
+                && fg.give_way().await
+            {
+                pace.restart();
+            }
             let mut chunk = match pace.next(&mut stream).await {
                 Next::Broken(reason) => return Ok(StreamEnd::Broken(reason)),
                 Next::End => return Ok(StreamEnd::Ended),

@@ -18,6 +18,8 @@ use crate::Digest;
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
     pub(super) inner: Arc<Inner>,
+    /// Foreground reads this client's blob downloads give way to (a lazy run's full pull).
+    pub(super) foreground: Option<Arc<super::Foreground>>,
 }
 
 /// What the clones of a client share.
@@ -41,7 +43,14 @@ impl RegistryClient {
                 endpoints: Endpoints::default(),
                 auth: AuthCache::default(),
             }),
+            foreground: None,
         }
+    }
+
+    /// This client with its blob downloads giving way to `foreground` reads.
+    pub(crate) fn giving_way_to(mut self, foreground: Arc<super::Foreground>) -> Self {
+        self.foreground = Some(foreground);
+        self
     }
 
     /// The configuration in use.

@@ -7,6 +7,7 @@ mod client;
 pub(crate) mod config;
 pub(crate) mod credentials;
 mod errors;
+mod foreground;
 mod manifests;
 #[cfg(test)]
 pub(crate) mod memory;
@@ -20,6 +21,7 @@ pub(crate) use config::Config;
 pub use config::ConfigError;
 pub use credentials::{AuthFiles, CredentialError};
 pub use errors::{RegistryError, RetryPolicy};
+pub(crate) use foreground::Foreground;
 pub(crate) use manifests::FetchedManifest;
 
 use bytes::Bytes;

@@ -146,6 +146,12 @@ impl Pace {
         }
     }
 
+    /// Starts a new speed window (after the reader paused on purpose).
+    pub(super) fn restart(&mut self) {
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+    }
+
     /// The next chunk of `stream`, within the stall timeout and the minimum speed.
     pub(super) async fn next(
         &mut self,

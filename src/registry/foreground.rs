@@ -1,0 +1,107 @@
+//! Foreground reads that background downloads give way to: while a lazy run's payload waits for
+//! a file, the full pull beside it stops reading its bodies (TCP then holds the sender back), so
+//! the file's Range request gets the link. The pull resumes once no read has been waiting for
+//! a short quiet spell, so a payload's run of reads (an interpreter importing its modules) is
+//! not interleaved with the pull.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How long after the last foreground read the background may go on.
+const QUIET: Duration = Duration::from_millis(150);
+
+/// Foreground reads in flight, and when the last one ended.
+#[derive(Debug)]
+pub(crate) struct Foreground {
+    active: AtomicUsize,
+    last_end: Mutex<Option<Instant>>,
+    quiet: Duration,
+}
+
+impl Default for Foreground {
+    fn default() -> Self {
+        Self::with_quiet(QUIET)
+    }
+}
+
+/// One foreground read; the background waits while it lives.
+#[derive(Debug)]
+pub(crate) struct ForegroundRead<'a>(&'a Foreground);
+
+impl Drop for ForegroundRead<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut last) = self.0.last_end.lock() {
+            *last = Some(Instant::now());
+        }
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Foreground {
+    pub(crate) fn with_quiet(quiet: Duration) -> Self {
+        Self {
+            active: AtomicUsize::new(0),
+            last_end: Mutex::new(None),
+            quiet,
+        }
+    }
+
+    /// Marks a foreground read until the guard drops.
+    pub(crate) fn begin(&self) -> ForegroundRead<'_> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ForegroundRead(self)
+    }
+
+    /// How long the background should wait before reading on (zero: go on).
+    fn wait_needed(&self) -> Duration {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return self.quiet;
+        }
+        let last = self.last_end.lock().ok().and_then(|l| *l);
+        last.map_or(Duration::ZERO, |t| self.quiet.saturating_sub(t.elapsed()))
+    }
+
+    /// Waits until no foreground read is waiting and the quiet spell has passed; returns
+    /// whether it waited (a paced body then restarts its speed window).
+    pub(crate) async fn give_way(&self) -> bool {
+        let mut waited = false;
+        loop {
+            let wait = self.wait_needed();
+            if wait.is_zero() {
+                return waited;
+            }
+            waited = true;
+            // Polling at a fraction of the quiet spell: a read's end is seen within it.
+            tokio::time::sleep(wait.min(self.quiet / 4).max(Duration::from_millis(5))).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_background_waits_for_reads_and_the_quiet_spell() {
+        let fg = Foreground::with_quiet(Duration::from_millis(50));
+        assert!(!fg.give_way().await, "no read yet: go on at once");
+        let read = fg.begin();
+        let start = tokio::time::Instant::now();
+        let waiter = async {
+            fg.give_way().await;
+            start.elapsed()
+        };
+        let ender = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(read);
+        };
+        let (waited, ()) = tokio::join!(waiter, ender);
+        // The read ended at 100 ms, then the quiet spell.
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(!fg.give_way().await, "quiet long enough: go on at once");
+    }
+}
