@@ -3,7 +3,8 @@
 # output, from empty stores, for `skiff run --lazy` (the image's lazy index, files fetched as
 # they are read), `skiff run` (full pull first) and `podman run`, on the 7-layer Debian tool
 # image (benches/build-tool-image.sh), for five commands: python3, git, node, java, and one that
-# reads the whole image (tar of /usr). Through a worker-like link (`skiff-rig link`: RATE bytes
+# reads the whole image (tar of /usr into a pipe: `tar -cf /dev/null` would not do, GNU tar
+# skips the contents of files when its archive is /dev/null). Through a worker-like link (`skiff-rig link`: RATE bytes
 # per second shared by all connections, RTT_MS per request) and on loopback. Rounds are
 # interleaved (every tool and command once per round); prints medians, min, max and ratios.
 # Every store lives on one journaled ext4 loop file (benches/lib.sh). After the runs, the lazy
@@ -49,7 +50,7 @@ COMMANDS=(
   "git|git --version"
   "node|node -e 'console.log(1)'"
   "java|java -version 2>&1"
-  "whole image|tar -cf /dev/null /usr && echo read"
+  "whole image|tar -cf - /usr | wc -c"
 )
 # Time to the first byte of stdout, and to the end, of one shell command: "first total rc".
 first_byte() {

@@ -156,6 +156,7 @@ impl crate::launch::LazyLayers for LazyImage {
         // The payload's reads go first: the full pull gives way while one waits.
         let foreground = std::sync::Arc::new(crate::registry::Foreground::default());
         let fg = foreground.clone();
+        let waiting = foreground.clone();
         let reader = Box::new(move || {
             let runtime = std::sync::Arc::new(
                 tokio::runtime::Builder::new_multi_thread()
@@ -178,6 +179,7 @@ impl crate::launch::LazyLayers for LazyImage {
         let tables = self.tables.clone();
         let subject = self.record.manifest;
         let background = Box::new(move || {
+            waiting.wait_start();
             puller
                 .pull(&reference, &crate::pull::PullOptions::default())
                 .map_err(|e| crate::error_chain(&e))?;

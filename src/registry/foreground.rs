@@ -12,6 +12,8 @@ use tokio::time::Instant;
 
 /// How long after the last foreground read the background may go on.
 const QUIET: Duration = Duration::from_millis(150);
+/// How long without a read before the background starts at all.
+const START_QUIET: Duration = Duration::from_secs(1);
 
 /// Foreground reads in flight, and when the last one ended.
 #[derive(Debug)]
@@ -19,11 +21,13 @@ pub(crate) struct Foreground {
     active: AtomicUsize,
     last_end: Mutex<Option<Instant>>,
     quiet: Duration,
+    start_quiet: Duration,
+    created: Instant,
 }
 
 impl Default for Foreground {
     fn default() -> Self {
-        Self::with_quiet(QUIET)
+        Self::with_quiet(QUIET, START_QUIET)
     }
 }
 
@@ -41,11 +45,13 @@ impl Drop for ForegroundRead<'_> {
 }
 
 impl Foreground {
-    pub(crate) fn with_quiet(quiet: Duration) -> Self {
+    pub(crate) fn with_quiet(quiet: Duration, start_quiet: Duration) -> Self {
         Self {
             active: AtomicUsize::new(0),
             last_end: Mutex::new(None),
             quiet,
+            start_quiet,
+            created: Instant::now(),
         }
     }
 
@@ -62,6 +68,31 @@ impl Foreground {
         }
         let last = self.last_end.lock().ok().and_then(|l| *l);
         last.map_or(Duration::ZERO, |t| self.quiet.saturating_sub(t.elapsed()))
+    }
+
+    /// Blocks until no read has been waiting for `start_quiet` ([`START_QUIET`]) (counted from this gate's
+    /// making before the first read): the background starts no download while the payload is
+    /// starting up (which reads without long pauses), because each connection it opens lets
+    /// megabytes through the link into socket buffers, which a pause of the reader does not
+    /// stop.
+    pub(crate) fn wait_start(&self) {
+        loop {
+            let since = self
+                .last_end
+                .lock()
+                .ok()
+                .and_then(|l| *l)
+                .unwrap_or(self.created);
+            let wait = if self.active.load(Ordering::Acquire) > 0 {
+                self.start_quiet
+            } else {
+                self.start_quiet.saturating_sub(since.elapsed())
+            };
+            if wait.is_zero() {
+                return;
+            }
+            std::thread::sleep(wait.min(Duration::from_millis(50)));
+        }
     }
 
     /// Waits until no foreground read is waiting and the quiet spell has passed; returns
@@ -86,7 +117,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_background_waits_for_reads_and_the_quiet_spell() {
-        let fg = Foreground::with_quiet(Duration::from_millis(50));
+        let fg = Foreground::with_quiet(Duration::from_millis(50), Duration::ZERO);
         assert!(!fg.give_way().await, "no read yet: go on at once");
         let read = fg.begin();
         let start = tokio::time::Instant::now();
@@ -103,5 +134,28 @@ mod tests {
         assert!(waited >= Duration::from_millis(150), "{waited:?}");
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(!fg.give_way().await, "quiet long enough: go on at once");
+    }
+
+    #[test]
+    fn the_background_starts_after_a_long_quiet_spell() {
+        let fg = Foreground::with_quiet(Duration::from_millis(10), Duration::from_millis(200));
+        let start = std::time::Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Reads every 50 ms for 300 ms: never quiet long enough.
+                for _ in 0..6 {
+                    drop(fg.begin());
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            fg.wait_start();
+        });
+        // The last read ended at about 250 ms, then 200 ms of quiet.
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }
