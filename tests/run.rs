@@ -762,7 +762,14 @@ fn output_to_dev_null_is_writable_body() {
     env.ok(&[&img, "true"]);
     // stderr to /dev/null: the payload reports its write to stderr on stdout.
     let out = env
-        .cmd(&["run", "--rm", &img, "sh", "-c", "echo lost >&2 && echo wrote"])
+        .cmd(&[
+            "run",
+            "--rm",
+            &img,
+            "sh",
+            "-c",
+            "echo lost >&2 && echo wrote",
+        ])
         .stderr(Stdio::null())
         .output()
         .unwrap();
@@ -775,7 +782,14 @@ fn output_to_dev_null_is_writable_body() {
     assert!(out.status.success());
     // stdout to /dev/null: reported on stderr.
     let out = env
-        .cmd(&["run", "--rm", &img, "sh", "-c", "echo lost && echo wrote >&2"])
+        .cmd(&[
+            "run",
+            "--rm",
+            &img,
+            "sh",
+            "-c",
+            "echo lost && echo wrote >&2",
+        ])
         .stdout(Stdio::null())
         .output()
         .unwrap();
