@@ -31,8 +31,9 @@ cargo +nightly fuzz build
 # CPU seconds (user + system) this shell's finished children have used so far, in $cpu_now
 # (`times` in this shell: in a command substitution it would count the subshell's children).
 child_cpu() {
-  times >target/times.txt
-  cpu_now=$(tail -1 target/times.txt | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] } printf "%d", n }')
+  times >"target/times.$$.txt"
+  cpu_now=$(tail -1 "target/times.$$.txt" | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] } printf "%d", n }')
+  rm -f "target/times.$$.txt"
 }
 for t in "${targets[@]}"; do
   work=target/corpus/$t
