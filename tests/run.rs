@@ -760,19 +760,17 @@ fn output_to_dev_null_is_writable_body() {
     let env = RunEnv::new();
     let img = env.busybox();
     env.ok(&[&img, "true"]);
+    let run = |script: &str, null_stdout: bool| {
+        let mut cmd = env.cmd(&["run", "--rm", &img, "sh", "-c", script]);
+        if null_stdout {
+            cmd.stdout(Stdio::null());
+        } else {
+            cmd.stderr(Stdio::null());
+        }
+        cmd.output().unwrap()
+    };
     // stderr to /dev/null: the payload reports its write to stderr on stdout.
-    let out = env
-        .cmd(&[
-            "run",
-            "--rm",
-            &img,
-            "sh",
-            "-c",
-            "echo lost >&2 && echo wrote",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run("echo lost >&2 && echo wrote", false);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "wrote\n",
@@ -781,18 +779,7 @@ fn output_to_dev_null_is_writable_body() {
     );
     assert!(out.status.success());
     // stdout to /dev/null: reported on stderr.
-    let out = env
-        .cmd(&[
-            "run",
-            "--rm",
-            &img,
-            "sh",
-            "-c",
-            "echo lost && echo wrote >&2",
-        ])
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run("echo lost && echo wrote >&2", true);
     assert!(
         String::from_utf8_lossy(&out.stderr).ends_with("wrote\n"),
         "{}",
