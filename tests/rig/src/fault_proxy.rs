@@ -332,6 +332,10 @@ impl FaultProxy {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
+                    // As Go's net/http (most registries) does: without it, Nagle holds each
+                    // paced step of a body until the client's delayed ACK (40 ms) on a
+                    // reused connection.
+                    let _ = stream.set_nodelay(true);
                     let id = accept_shared.next_id.fetch_add(1, Ordering::SeqCst);
                     if let Ok(clone) = stream.try_clone() {
                         lock(&accept_shared.clients).push((id, clone));
@@ -804,6 +808,7 @@ fn trickle(
 fn forward(shared: &Shared, head: &Head, body: &[u8]) -> Result<(Head, BufReader<TcpStream>)> {
     let mut upstream = TcpStream::connect_timeout(&shared.upstream, UPSTREAM_TIMEOUT)
         .with_context(|| format!("connecting to {}", shared.upstream))?;
+    upstream.set_nodelay(true)?;
     upstream.set_read_timeout(Some(UPSTREAM_TIMEOUT))?;
     upstream.set_write_timeout(Some(UPSTREAM_TIMEOUT))?;
     let mut request = head.serialize(
