@@ -163,9 +163,13 @@ pub fn lazy_index(data: &[u8]) {
         0 => {
             if let Ok(table) = toc::LayerToc::parse(rest) {
                 let blob = vec![0u8; 1 << 16];
-                let fetch = |a: u64, b: u64| {
-                    let (a, b) = (a.min(1 << 16) as usize, b.min(1 << 16) as usize);
-                    Ok(blob[a..b.max(a)].to_vec())
+                let fetch = |r: &[(crate::Digest, u64, u64)]| {
+                    Ok(r.iter()
+                        .map(|(_, a, b)| {
+                            let (a, b) = ((*a).min(1 << 16) as usize, (*b).min(1 << 16) as usize);
+                            blob[a..b.max(a)].to_vec()
+                        })
+                        .collect())
                 };
                 let chunks = crate::lazy::chunks::Chunks::new(1 << 20);
                 for entry in table.entries.iter().take(64) {
@@ -195,6 +199,7 @@ pub fn lazy_index(data: &[u8]) {
                 bits: bytes[1] % 8,
                 bit_buf: bytes[2],
                 window: vec![bytes[3]; usize::from(bytes[3]) * 128],
+                window_at: None,
             };
             if let Ok(resumed) = inflate::Inflater::resume(stream, &point) {
                 let _ = resumed.take(limit).read_to_end(&mut Vec::new());

@@ -237,6 +237,37 @@ fn a_tampered_index_is_refused() {
     assert!(stderr.contains("not the image"), "{stderr}");
 }
 
+/// A windows blob that is not what the table says (the history each checkpoint resumes from,
+/// fetched with the chunk it starts: here cut short): a read that needs it fails, naming the
+/// file, and prints no byte of it. (Damaged windows are refused by the file's digest: a unit
+/// test of the chunk cache, where the layer's data reaches into its windows.)
+#[test]
+fn a_windows_blob_that_is_not_the_tables_fails_the_read() {
+    let registry = Registry::start().unwrap();
+    let client = registry.client().unwrap();
+    let (image, files) = image();
+    client.push_image("tools/win", "1", &image).unwrap();
+    let name = format!("{}/tools/win:1", registry.host());
+    let env = Env::new();
+    let artifact = env.ok(&["index", "push", "-q", &name]).trim().to_owned();
+    // The last file of the data layer: its chunk starts from a checkpoint.
+    let read = env.skiff(&["index", "cat", &name, "/data/f5"]);
+    assert!(read.status.success() && read.stdout == files[5].1);
+    tamper_whole_table(&client, "tools/win", &image, &artifact, 1, |table| {
+        let short = Blob::new(
+            b"too short".to_vec(),
+            "application/vnd.skiff.lazy.windows.v1",
+        );
+        client.push_blob("tools/win", &short).unwrap();
+        table["windows"]["digest"] = short.digest.to_string().into();
+    });
+    let out = env.skiff(&["index", "cat", &name, "/data/f5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("data/f5"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no byte of a failed read is printed");
+}
+
 /// Only gzip layers have checkpoints: an image with a zstd layer is refused by name.
 #[test]
 fn only_gzip_layers_are_indexed() {
@@ -583,8 +614,8 @@ fn republish(
     artifact.digest.to_string()
 }
 
-/// Rewrites the table of image layer `layer_index` in the published index with `edit` and
-/// republishes the index (artifact and referrers tag) for `image` in `repo`.
+/// Rewrites the entries of the table of image layer `layer_index` in the published index
+/// with `edit` and republishes the index (artifact and referrers tag) for `image` in `repo`.
 fn tamper_table(
     client: &skiff_test_rig::RegistryClient,
     repo: &str,
@@ -592,6 +623,20 @@ fn tamper_table(
     artifact: &str,
     layer_index: usize,
     edit: impl Fn(&mut Vec<serde_json::Value>),
+) -> String {
+    tamper_whole_table(client, repo, image, artifact, layer_index, |table| {
+        edit(table["entries"].as_array_mut().unwrap());
+    })
+}
+
+/// As [`tamper_table`], `edit` given the whole table.
+fn tamper_whole_table(
+    client: &skiff_test_rig::RegistryClient,
+    repo: &str,
+    image: &Image,
+    artifact: &str,
+    layer_index: usize,
+    edit: impl Fn(&mut serde_json::Value),
 ) -> String {
     let fetched = client.get_manifest(repo, artifact, &[MANIFEST]).unwrap();
     let mut manifest: serde_json::Value = serde_json::from_slice(&fetched.bytes).unwrap();
@@ -614,7 +659,7 @@ fn tamper_table(
     )
     .unwrap();
     let mut table: serde_json::Value = serde_json::from_slice(&json).unwrap();
-    edit(table["entries"].as_array_mut().unwrap());
+    edit(&mut table);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, &serde_json::to_vec(&table).unwrap()).unwrap();
     let blob = Blob::new(

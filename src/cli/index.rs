@@ -57,12 +57,13 @@ pub fn run(engine: &Engine, args: &IndexArgs) -> anyhow::Result<i32> {
                 println!("{}", report.artifact);
             } else {
                 println!(
-                    "{}: indexed {} layers ({} entries, {} of tables; a file read inflates at \
-                     most {} more than it needs) as {}, found by {}",
+                    "{}: indexed {} layers ({} entries, {} of tables, {} of windows; a file \
+                     read inflates at most {} more than it needs) as {}, found by {}",
                     reference.familiar(),
                     report.layers,
                     report.entries,
                     super::human_size(report.table_bytes),
+                    super::human_size(report.window_bytes),
                     super::human_size(report.longest_span),
                     report.artifact,
                     report.published_as

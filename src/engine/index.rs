@@ -137,6 +137,9 @@ pub(crate) struct LazyImage {
     place: Place,
     tables: Vec<std::sync::Arc<lazy::toc::LayerToc>>,
     helper: Option<lazy::helper::Helper>,
+    /// The commands the run starts and its search path, for the prefetch.
+    pub(crate) commands: Vec<String>,
+    pub(crate) path: String,
 }
 
 impl LazyImage {
@@ -168,6 +171,8 @@ impl crate::launch::LazyLayers for LazyImage {
                     })?,
             );
             let reader = lazy::LayerReader::new(runtime, engine.client(), place, Some(fg));
+            // Meanwhile the layers are mounted.
+            reader.warm_up();
             Ok(std::sync::Arc::new(reader))
         });
         // Quiet: the payload's output owns the terminal meanwhile.
@@ -202,6 +207,8 @@ impl crate::launch::LazyLayers for LazyImage {
             tables: self.tables.clone(),
             rootless: self.engine.rootless,
             background,
+            commands: self.commands.clone(),
+            path: self.path.clone(),
         };
         let helper = lazy::helper::Helper::spawn(dirs, work)
             .map_err(|e| crate::launch::RunError::Launch(crate::error_chain(&e)))?;
@@ -249,17 +256,18 @@ impl Engine {
                     reason: e.to_string(),
                 }
             })?;
-            let config_bytes = client
-                .small_blob(
+            // The config and the index at once: each is a few round trips.
+            let (config_bytes, tables) = tokio::join!(
+                client.small_blob(
                     &place.hosts,
                     &place.registry,
                     &place.repository,
                     &config_digest,
                     image::MAX_CONFIG_BYTES,
-                )
-                .await?;
-            let tables =
-                lazy::fetch_index(&client, &place, &fetched.digest, &manifest, &name).await;
+                ),
+                lazy::fetch_index(&client, &place, &fetched.digest, &manifest, &name),
+            );
+            let config_bytes = config_bytes?;
             Ok::<_, EngineError>((
                 place,
                 fetched,
@@ -337,6 +345,8 @@ impl Engine {
             place,
             tables,
             helper: None,
+            commands: Vec::new(),
+            path: lazy::prefetch::DEFAULT_PATH.to_owned(),
         }))
     }
 }

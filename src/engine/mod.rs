@@ -528,6 +528,18 @@ impl Engine {
         {
             let run_config = lazy.config.run_config();
             let record = lazy.record.clone();
+            // What the payload runs first is fetched while the container is set up.
+            if let Ok(argv) = launch::command_line(&run_config, options) {
+                lazy.commands = crate::lazy::prefetch::commands(&argv);
+            }
+            if let Some(path) = launch::config_env(&run_config, options)
+                .unwrap_or_default()
+                .iter()
+                .rev()
+                .find_map(|v| v.strip_prefix("PATH="))
+            {
+                path.clone_into(&mut lazy.path);
+            }
             let outcome = launch::run(
                 &store,
                 &record,

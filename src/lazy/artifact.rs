@@ -17,6 +17,9 @@ use crate::Digest;
 pub(crate) const ARTIFACT_TYPE: &str = "application/vnd.skiff.lazy.index.v1+json";
 /// A layer's table: [`super::toc::LayerToc`] as JSON, gzip-compressed.
 pub(crate) const TOC_MEDIA_TYPE: &str = "application/vnd.skiff.lazy.toc.v1+json+gzip";
+/// A layer's windows blob (see [`super::toc::LayerToc::split_windows`]), listed so that the
+/// registry keeps it and copies of the index carry it; its table names it by digest.
+pub(crate) const WINDOWS_MEDIA_TYPE: &str = "application/vnd.skiff.lazy.windows.v1";
 /// The annotation naming the image layer a table describes.
 pub(crate) const LAYER_ANNOTATION: &str = "dev.skiff.lazy.layer";
 /// The empty config of an artifact, `{}`.
@@ -51,19 +54,22 @@ fn built<T>(r: Result<T, oci_spec::OciSpecError>) -> Result<T, LazyError> {
     })
 }
 
-/// The artifact manifest: `tables` (layer digest, table blob digest, table blob size) for the
-/// image manifest `subject` (`subject_type`, `subject_size`).
+/// The artifact manifest: `tables` and `windows` (layer digest, blob digest, blob size) for
+/// the image manifest `subject` (`subject_type`, `subject_size`).
 pub(crate) fn manifest(
     subject: &Digest,
     subject_type: &str,
     subject_size: u64,
     tables: &[(Digest, Digest, u64)],
+    windows: &[(Digest, Digest, u64)],
 ) -> Result<Vec<u8>, LazyError> {
     let layers = tables
         .iter()
-        .map(|(layer, blob, size)| {
+        .map(|t| (TOC_MEDIA_TYPE, t))
+        .chain(windows.iter().map(|w| (WINDOWS_MEDIA_TYPE, w)))
+        .map(|(media_type, (layer, blob, size))| {
             built(
-                descriptor(TOC_MEDIA_TYPE, blob, *size)?
+                descriptor(media_type, blob, *size)?
                     .annotations(HashMap::from([(
                         LAYER_ANNOTATION.to_owned(),
                         layer.to_string(),
@@ -203,9 +209,18 @@ mod tests {
         let subject = Digest::of(b"manifest");
         let layer = Digest::of(b"layer");
         let table = Digest::of(b"table");
-        let bytes = manifest(&subject, OCI_MANIFEST, 8, &[(layer, table, 5)]).unwrap();
+        let windows = Digest::of(b"windows");
+        let bytes = manifest(
+            &subject,
+            OCI_MANIFEST,
+            8,
+            &[(layer, table, 5)],
+            &[(layer, windows, 9)],
+        )
+        .unwrap();
         let found = tables(&bytes, &subject).unwrap();
         assert_eq!(found.get(&layer), Some(&(table, 5)));
+        assert_eq!(found.len(), 1, "windows blobs are not tables");
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(
             text.contains(ARTIFACT_TYPE) && text.contains("\"subject\""),

@@ -9,12 +9,15 @@ use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::LazyError;
-use super::inflate::{Checkpoint, Inflater};
+use super::inflate::{Checkpoint, Inflater, WINDOW};
 use super::toc::{LayerToc, TocEntry};
 use crate::Digest;
 
 /// How many bytes of inflated chunks the cache keeps by default.
 pub(crate) const CACHE_BYTES: usize = 256 << 20;
+
+/// Fetches byte ranges `(blob, start, end)`, all at once: their bytes in the same order.
+pub(crate) type Fetch<'a> = dyn Fn(&[(Digest, u64, u64)]) -> Result<Vec<Vec<u8>>, LazyError> + 'a;
 
 enum Slot {
     /// Some reader is fetching it.
@@ -72,13 +75,13 @@ impl Chunks {
         }
     }
 
-    /// `entry`'s content, checked against its digest; `fetch(start, end)` gives the layer
-    /// blob's bytes `start..end`.
+    /// `entry`'s content, checked against its digest; `fetch` gives ranges of the layer blob
+    /// (and of its windows blob).
     pub(crate) fn read(
         &self,
         toc: &LayerToc,
         entry: &TocEntry,
-        fetch: &dyn Fn(u64, u64) -> Result<Vec<u8>, LazyError>,
+        fetch: &Fetch<'_>,
     ) -> Result<Vec<u8>, LazyError> {
         let bad = |reason: String| LazyError::Content {
             path: entry.path.clone(),
@@ -96,7 +99,17 @@ impl Chunks {
             let last = chunk_at(toc, end - 1);
             // The table's word: reserve no more than a sane file up front.
             content.reserve(usize::try_from(entry.size.min(1 << 26)).unwrap_or(0));
-            for (i, chunk) in (first..=last).zip(self.chunks(toc, first, last, fetch)?) {
+            // A chunk that cannot be fetched or inflated fails this file's read.
+            let chunks = self.chunks(toc, first, last, fetch).map_err(|e| match e {
+                LazyError::Layer { reason, .. } => bad(reason),
+                LazyError::Registry(source) => LazyError::Read {
+                    path: entry.path.clone(),
+                    layer: toc.layer,
+                    source: Box::new(source),
+                },
+                other => other,
+            })?;
+            for (i, chunk) in (first..=last).zip(chunks) {
                 let (_, start, _, _) = bounds(toc, i);
                 let from = usize::try_from(entry.offset.saturating_sub(start)).unwrap_or(0);
                 let to = usize::try_from(end - start)
@@ -117,13 +130,15 @@ impl Chunks {
     }
 
     /// Chunks `first..=last` of `toc`, fetching the missing ones. What this read fetched
-    /// itself it keeps, whatever the cache evicts meanwhile.
+    /// itself it keeps, whatever the cache evicts meanwhile. Where the reader goes through the
+    /// layer in order (the chunk before `first` is cached) and a request is made anyway, the
+    /// chunk after `last` comes with it: the next files of a directory are there.
     fn chunks(
         &self,
         toc: &LayerToc,
         first: usize,
         last: usize,
-        fetch: &dyn Fn(u64, u64) -> Result<Vec<u8>, LazyError>,
+        fetch: &Fetch<'_>,
     ) -> Result<Vec<Arc<Vec<u8>>>, LazyError> {
         let mut have: Vec<Option<Arc<Vec<u8>>>> = vec![None; last - first + 1];
         loop {
@@ -149,6 +164,17 @@ impl Chunks {
                         }
                     }
                 }
+                let ahead = last + 1;
+                if claimed.last() == Some(&last)
+                    && ahead <= toc.checkpoints.len()
+                    && first
+                        .checked_sub(1)
+                        .is_some_and(|b| state.slots.contains_key(&(toc.layer, b)))
+                    && !state.slots.contains_key(&(toc.layer, ahead))
+                {
+                    state.slots.insert((toc.layer, ahead), Slot::Loading);
+                    claimed.push(ahead);
+                }
             }
             if claimed.is_empty() && !waiting {
                 return Ok(have.into_iter().flatten().collect());
@@ -170,7 +196,9 @@ impl Chunks {
                 match fetch_run(toc, a, b, fetch) {
                     Ok(chunks) => {
                         for (i, chunk) in (a..).zip(self.store(toc, a, chunks)) {
-                            have[i - first] = Some(chunk);
+                            if let Some(slot) = have.get_mut(i - first) {
+                                *slot = Some(chunk);
+                            }
                         }
                     }
                     Err(err) => {
@@ -243,12 +271,13 @@ impl Chunks {
     }
 }
 
-/// Fetches and inflates chunks `a..=b` of `toc` with one request.
+/// Fetches and inflates chunks `a..=b` of `toc` with one request (two at once where the
+/// window of the checkpoint they start from is in the windows blob).
 fn fetch_run(
     toc: &LayerToc,
     a: usize,
     b: usize,
-    fetch: &dyn Fn(u64, u64) -> Result<Vec<u8>, LazyError>,
+    fetch: &Fetch<'_>,
 ) -> Result<Vec<Vec<u8>>, LazyError> {
     let bad = |reason: String| LazyError::Layer {
         layer: toc.layer,
@@ -257,8 +286,24 @@ fn fetch_run(
     let (from, _, _, _) = bounds(toc, a);
     let (_, _, out_end, in_end) = bounds(toc, b);
     let in_start = from.map_or(0, |p| p.input);
-    let compressed = fetch(in_start, in_end)?;
+    let mut ranges = vec![(toc.layer, in_start, in_end)];
+    let placed = from.and_then(|p| Some((p.window_at?, toc.windows?)));
+    if let Some(((at, len), windows)) = placed {
+        ranges.push((windows.digest, at, at + len));
+    }
+    let mut fetched = fetch(&ranges)?.into_iter();
+    let compressed = fetched.next().unwrap_or_default();
     let mut inflater = match from {
+        Some(p) if placed.is_some() => {
+            let window = window(&fetched.next().unwrap_or_default())
+                .map_err(|e| bad(format!("the window of checkpoint {}: {e}", p.output)))?;
+            let point = Checkpoint {
+                window,
+                window_at: None,
+                ..p.clone()
+            };
+            Inflater::resume(&compressed[..], &point).map_err(|e| bad(e.to_string()))?
+        }
         Some(p) => Inflater::resume(&compressed[..], p).map_err(|e| bad(e.to_string()))?,
         None => Inflater::new(&compressed[..]),
     };
@@ -284,6 +329,21 @@ fn fetch_run(
         chunks.push(chunk);
     }
     Ok(chunks)
+}
+
+/// A window from its raw deflate in the windows blob.
+fn window(deflated: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut window = Vec::with_capacity(WINDOW);
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(WINDOW as u64 + 1)
+        .read_to_end(&mut window)?;
+    if window.is_empty() || window.len() > WINDOW {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} bytes, not 1 to {WINDOW}", window.len()),
+        ));
+    }
+    Ok(window)
 }
 
 #[cfg(test)]
@@ -317,6 +377,21 @@ mod tests {
         (blob, toc)
     }
 
+    /// The ranges asked for, out of `blobs`.
+    fn serve(
+        blobs: &[(Digest, &[u8])],
+        ranges: &[(Digest, u64, u64)],
+    ) -> Result<Vec<Vec<u8>>, LazyError> {
+        ranges
+            .iter()
+            .map(|(d, a, b)| {
+                let (_, blob) = blobs.iter().find(|(x, _)| x == d).expect("a known blob");
+                let end = (*b as usize).min(blob.len());
+                Ok(blob[(*a as usize).min(end)..end].to_vec())
+            })
+            .collect()
+    }
+
     fn files(toc: &LayerToc) -> Vec<&TocEntry> {
         toc.entries
             .iter()
@@ -326,21 +401,30 @@ mod tests {
 
     #[test]
     fn every_file_reads_back_and_neighbours_cost_no_request() {
-        let (blob, toc) = layer(40, 300_000);
-        assert!(toc.checkpoints.len() >= 3, "{}", toc.checkpoints.len());
+        let (blob, mut toc) = layer(40, 300_000);
+        assert!(toc.checkpoints.len() >= 6, "{}", toc.checkpoints.len());
+        // As published: the windows in a blob of their own, the table through JSON.
+        let windows = toc.split_windows().unwrap();
+        let toc = LayerToc::parse(&serde_json::to_vec(&toc).unwrap()).unwrap();
+        let w = toc.windows.unwrap().digest;
         let requests = AtomicUsize::new(0);
-        let fetch = |a: u64, b: u64| {
+        let fetch = |r: &[(Digest, u64, u64)]| {
             requests.fetch_add(1, Ordering::SeqCst);
-            Ok(blob[a as usize..b as usize].to_vec())
+            serve(&[(toc.layer, &blob), (w, &windows)], r)
         };
         let chunks = Chunks::new(CACHE_BYTES);
         for e in files(&toc) {
             let content = chunks.read(&toc, e, &fetch).unwrap();
             assert_eq!(Some(Digest::of(&content)), e.digest, "{}", e.path);
         }
-        // One request per chunk at most (files straddling chunks reuse the cached one).
+        // Read in order, each request brings the chunk after the ones asked for: about one
+        // request per two chunks (files straddling chunks reuse the cached one).
         let n = requests.load(Ordering::SeqCst);
-        assert!(n <= toc.checkpoints.len() + 1, "{n} requests");
+        let chunk_count = toc.checkpoints.len() + 1;
+        assert!(
+            n <= chunk_count / 2 + 2,
+            "{n} requests for {chunk_count} chunks"
+        );
         // All over again: from the cache.
         for e in files(&toc) {
             chunks.read(&toc, e, &fetch).unwrap();
@@ -352,9 +436,9 @@ mod tests {
     fn adjacent_missing_chunks_come_in_one_request() {
         let (blob, toc) = layer(1, 7_000_000);
         let requests = Mutex::new(Vec::new());
-        let fetch = |a: u64, b: u64| {
-            requests.lock().unwrap().push((a, b));
-            Ok(blob[a as usize..b as usize].to_vec())
+        let fetch = |r: &[(Digest, u64, u64)]| {
+            requests.lock().unwrap().push(r.to_vec());
+            serve(&[(toc.layer, &blob)], r)
         };
         let e = files(&toc)[0];
         let content = Chunks::new(CACHE_BYTES).read(&toc, e, &fetch).unwrap();
@@ -367,14 +451,14 @@ mod tests {
         let (blob, toc) = layer(40, 300_000);
         let requests = AtomicUsize::new(0);
         let fail = AtomicUsize::new(1);
-        let fetch = |a: u64, b: u64| {
+        let fetch = |r: &[(Digest, u64, u64)]| {
             requests.fetch_add(1, Ordering::SeqCst);
             if fail.swap(0, Ordering::SeqCst) == 1 {
                 return Err(LazyError::Index {
                     reason: "dropped".into(),
                 });
             }
-            Ok(blob[a as usize..b as usize].to_vec())
+            serve(&[(toc.layer, &blob)], r)
         };
         let chunks = Chunks::new(1);
         let all = files(&toc);
@@ -395,10 +479,10 @@ mod tests {
     fn concurrent_readers_of_a_chunk_share_one_fetch() {
         let (blob, toc) = layer(4, 100_000);
         let requests = AtomicUsize::new(0);
-        let fetch = |a: u64, b: u64| {
+        let fetch = |r: &[(Digest, u64, u64)]| {
             requests.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(std::time::Duration::from_millis(50));
-            Ok(blob[a as usize..b as usize].to_vec())
+            serve(&[(toc.layer, &blob)], r)
         };
         let chunks = Chunks::new(CACHE_BYTES);
         let all = files(&toc);
@@ -415,13 +499,18 @@ mod tests {
         let (blob, toc) = layer(3, 1000);
         let mut lying = files(&toc)[1].clone();
         lying.digest = Some(Digest::of(b"something else"));
-        let fetch = |a: u64, b: u64| Ok(blob[a as usize..b as usize].to_vec());
+        let fetch = |r: &[(Digest, u64, u64)]| serve(&[(toc.layer, &blob)], r);
         let err = Chunks::new(CACHE_BYTES)
             .read(&toc, &lying, &fetch)
             .unwrap_err();
         assert!(err.to_string().contains("the index says"), "{err}");
-        let short =
-            |a: u64, b: u64| Ok(blob[a as usize..(b as usize - 100).max(a as usize)].to_vec());
+        let short = |r: &[(Digest, u64, u64)]| {
+            let (d, a, b) = r[0];
+            serve(
+                &[(toc.layer, &blob)],
+                &[(d, a, b.saturating_sub(100).max(a))],
+            )
+        };
         let err = Chunks::new(CACHE_BYTES)
             .read(&toc, files(&toc)[2], &short)
             .unwrap_err();
@@ -436,5 +525,24 @@ mod tests {
             .read(&toc, &past_end, &fetch)
             .unwrap_err();
         assert!(err.to_string().contains("ends before the file"), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_windows_blob_fails_the_read_not_the_process() {
+        let (blob, mut toc) = layer(40, 300_000);
+        let mut windows = toc.split_windows().unwrap();
+        let w = toc.windows.unwrap().digest;
+        for b in windows.iter_mut().skip(7).step_by(13) {
+            *b ^= 0x5a;
+        }
+        let fetch = |r: &[(Digest, u64, u64)]| serve(&[(toc.layer, &blob), (w, &windows)], r);
+        let chunks = Chunks::new(CACHE_BYTES);
+        // The last file lies past the first checkpoint: its chunk starts from a window.
+        let last = *files(&toc).last().unwrap();
+        let err = chunks.read(&toc, last, &fetch).unwrap_err().to_string();
+        assert!(
+            err.contains("window") || err.contains("inflating") || err.contains("the index says"),
+            "{err}"
+        );
     }
 }

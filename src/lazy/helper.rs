@@ -26,6 +26,9 @@ pub(crate) struct HelperWork {
     pub(crate) rootless: bool,
     /// Runs after the layers are served: the full pull into the store.
     pub(crate) background: Box<dyn FnOnce() -> Result<(), String>>,
+    /// The commands the payload starts (see [`super::prefetch`]) and its search path.
+    pub(crate) commands: Vec<String>,
+    pub(crate) path: String,
 }
 
 /// The launcher's handle on its helper.
@@ -103,7 +106,8 @@ fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i
     // The signals the launcher forwards (a Ctrl-C on the terminal reaches the whole process
     // group) stay blocked: the payload may outlive them, and needs its files. The helper ends
     // when the launcher says so, or dies with it.
-    let sessions = match mount_layers(dirs, work.reader, &work.tables, work.rootless) {
+    let mut work = work;
+    let sessions = match mount_layers(dirs, &mut work) {
         Ok(sessions) => sessions,
         Err(err) => {
             let _ = writeln!(ready, "{}", crate::error_chain(&err));
@@ -125,16 +129,20 @@ fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i
     0
 }
 
+/// Builds the reader, starts the prefetch, mounts the layers.
 fn mount_layers(
     dirs: &[PathBuf],
-    reader: Box<dyn FnOnce() -> Result<Arc<LayerReader>, LazyError>>,
-    tables: &[Arc<LayerToc>],
-    rootless: bool,
+    work: &mut HelperWork,
 ) -> Result<Vec<fuser::BackgroundSession>, LazyError> {
-    let reader = reader()?;
+    let build: Box<dyn FnOnce() -> Result<Arc<LayerReader>, LazyError>> = std::mem::replace(
+        &mut work.reader,
+        Box::new(|| Err(failed("built once".into()))),
+    );
+    let reader = build()?;
+    super::prefetch::start(&reader, &work.tables, &work.commands, &work.path);
     let mut sessions = Vec::new();
-    for (dir, toc) in dirs.iter().zip(tables) {
-        sessions.push(super::mount::mount_layer(dir, toc, &reader, rootless)?);
+    for (dir, toc) in dirs.iter().zip(&work.tables) {
+        sessions.push(super::mount::mount_layer(dir, toc, &reader, work.rootless)?);
     }
     Ok(sessions)
 }

@@ -32,9 +32,14 @@ pub(crate) struct Checkpoint {
     pub(crate) bits: u8,
     /// …and their value, in the low bits.
     pub(crate) bit_buf: u8,
-    /// The 32 KiB (or all, if less) of output before `output`, base64.
-    #[serde(with = "base64_bytes")]
+    /// The 32 KiB (or all, if less) of output before `output`: base64 in the table itself
+    /// (format 1, and in memory while a table is built)…
+    #[serde(with = "base64_bytes", default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) window: Vec<u8>,
+    /// …or raw deflate at these bytes (start, length) of the layer's windows blob (format 2),
+    /// fetched with the chunk it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) window_at: Option<(u64, u64)>,
 }
 
 /// Where the inflater is in the gzip framing.
@@ -295,6 +300,7 @@ impl<R: Read> Inflater<R> {
             bits: st.num_bits,
             bit_buf: st.bit_buf,
             window,
+            window_at: None,
         });
     }
 }
@@ -441,6 +447,7 @@ mod tests {
             bits: 9,
             bit_buf: 0,
             window: Vec::new(),
+            window_at: None,
         };
         assert!(Inflater::resume(&blob[..], &point).is_err());
     }

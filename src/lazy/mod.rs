@@ -15,6 +15,7 @@ pub(crate) mod fs;
 pub(crate) mod helper;
 pub(crate) mod inflate;
 pub(crate) mod mount;
+pub(crate) mod prefetch;
 pub(crate) mod toc;
 
 use std::io::{Read, Write};
@@ -77,6 +78,17 @@ pub enum LazyError {
         /// What was wrong.
         reason: String,
     },
+    /// A file's chunks could not be fetched.
+    #[error("reading {path} (layer {layer})")]
+    Read {
+        /// The file.
+        path: String,
+        /// Its layer.
+        layer: Digest,
+        /// The registry's failure.
+        #[source]
+        source: Box<RegistryError>,
+    },
     /// The lazy file system could not be mounted.
     #[error("mounting the image lazily: {reason}")]
     Mount {
@@ -119,6 +131,8 @@ pub struct IndexReport {
     pub entries: usize,
     /// Bytes of the compressed tables.
     pub table_bytes: u64,
+    /// Bytes of the layers' windows blobs (a read fetches one window per chunk it starts).
+    pub window_bytes: u64,
     /// The most a file read inflates beyond what it needs: the longest stretch of a layer
     /// between two checkpoints (long where the layer's deflate blocks are long).
     pub longest_span: u64,
@@ -139,8 +153,10 @@ pub(crate) async fn push_index(
     manifest: &ImageManifest,
 ) -> Result<IndexReport, LazyError> {
     let mut tables = Vec::new();
+    let mut windows = Vec::new();
     let mut entries = 0;
     let mut table_bytes = 0;
+    let mut window_bytes = 0;
     let mut longest_span = 0;
     for layer in manifest.layers() {
         let digest = Digest::parse(layer.digest().as_ref()).map_err(|e| LazyError::Index {
@@ -153,7 +169,20 @@ pub(crate) async fn push_index(
                 media_type,
             });
         }
-        let toc = build_table(client, place, &digest, layer.size()).await?;
+        let mut toc = build_table(client, place, &digest, layer.size()).await?;
+        let window_blob = toc.split_windows()?;
+        if let Some(w) = toc.windows {
+            window_bytes += w.size;
+            let pushed = client
+                .push_blob(
+                    place.host(),
+                    &place.registry,
+                    &place.repository,
+                    Bytes::from(window_blob),
+                )
+                .await?;
+            windows.push((digest, pushed, w.size));
+        }
         entries += toc.entries.len();
         longest_span = longest_span.max(toc.longest_span());
         let json = serde_json::to_vec(&toc).map_err(|e| LazyError::Index {
@@ -192,6 +221,7 @@ pub(crate) async fn push_index(
         &subject_type,
         subject.bytes.len() as u64,
         &tables,
+        &windows,
     )?;
     let artifact_digest = Digest::of(&bytes);
     let size = bytes.len() as u64;
@@ -243,6 +273,7 @@ pub(crate) async fn push_index(
         layers: tables.len(),
         entries,
         table_bytes,
+        window_bytes,
         longest_span,
         published_as,
     })
@@ -347,21 +378,15 @@ pub(crate) async fn fetch_index(
     manifest: &ImageManifest,
     image: &str,
 ) -> Result<Vec<Arc<LayerToc>>, LazyError> {
-    let listed = match client
-        .referrers(place.host(), &place.registry, &place.repository, subject)
-        .await?
-    {
+    // The referrers API and the tag scheme at once: a registry without the API needs the tag.
+    let tag = artifact::referrers_tag(subject);
+    let (api, by_tag) = tokio::join!(
+        client.referrers(place.host(), &place.registry, &place.repository, subject),
+        client.manifest_bytes(place.host(), &place.registry, &place.repository, &tag),
+    );
+    let listed = match api? {
         Some(list) => Some(list),
-        None => {
-            client
-                .manifest_bytes(
-                    place.host(),
-                    &place.registry,
-                    &place.repository,
-                    &artifact::referrers_tag(subject),
-                )
-                .await?
-        }
+        None => by_tag?,
     };
     let no_index = || LazyError::NoIndex {
         image: image.to_owned(),
@@ -550,22 +575,34 @@ impl LayerReader {
         }
     }
 
+    /// Starts finding how to reach the registry (HTTPS or plain HTTP, its first connection)
+    /// while the caller does something else, so the first read need not.
+    pub(crate) fn warm_up(&self) {
+        let client = self.client.clone();
+        let host = self.place.host().to_owned();
+        self.runtime
+            .spawn(async move { client.warm_up(&host).await });
+    }
+
     /// The checked content of `entry` of layer `toc`.
     pub(crate) fn read(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Result<Vec<u8>, LazyError> {
         let _first = self
             .foreground
             .as_deref()
             .map(crate::registry::Foreground::begin);
-        let fetch = |start: u64, end: u64| {
-            self.runtime
-                .block_on(self.client.blob_range(
+        let fetch = |ranges: &[(Digest, u64, u64)]| {
+            let each = ranges.iter().map(|(blob, start, end)| {
+                self.client.blob_range(
                     self.place.host(),
                     &self.place.registry,
                     &self.place.repository,
-                    &toc.layer,
-                    start,
-                    end,
-                ))
+                    blob,
+                    *start,
+                    *end,
+                )
+            });
+            self.runtime
+                .block_on(futures_util::future::try_join_all(each))
                 .map_err(LazyError::from)
         };
         self.chunks.read(toc, entry, &fetch)

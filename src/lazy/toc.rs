@@ -12,11 +12,15 @@ use super::LazyError;
 use super::inflate::{Checkpoint, Inflater};
 use crate::Digest;
 
-/// The version of the table's format this build writes and reads.
-pub(crate) const TOC_VERSION: u32 = 1;
+/// The version of the table's format this build writes: 2, the checkpoints' windows in a blob
+/// of their own. It reads 1 too (windows in the table).
+pub(crate) const TOC_VERSION: u32 = 2;
 /// Output between two checkpoints: a file read lazily inflates at most this much it does not
-/// need. Each checkpoint costs its 32 KiB window in the table.
-pub(crate) const CHECKPOINT_SPAN: u64 = 2 << 20;
+/// need. Each checkpoint costs its 32 KiB window (about 10 KiB deflated) in the windows blob,
+/// fetched only with the chunk it starts.
+pub(crate) const CHECKPOINT_SPAN: u64 = 512 << 10;
+/// The most a window takes deflated (32 KiB stored, plus block headers).
+const MAX_WINDOW_BLOB: u64 = 33 << 10;
 /// Largest table accepted from a registry (uncompressed JSON).
 pub(crate) const MAX_TOC_BYTES: u64 = 256 << 20;
 
@@ -78,7 +82,17 @@ pub(crate) struct LayerToc {
     pub(crate) diff_id: Digest,
     pub(crate) uncompressed_size: u64,
     pub(crate) checkpoints: Vec<Checkpoint>,
+    /// Where the checkpoints' windows are (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) windows: Option<WindowsBlob>,
     pub(crate) entries: Vec<TocEntry>,
+}
+
+/// A layer's windows blob: its checkpoints' windows, each raw deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WindowsBlob {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
 }
 
 /// Counts and hashes what passes through.
@@ -127,6 +141,7 @@ impl LayerToc {
             diff_id: Digest::from_sha256(stream.hash),
             uncompressed_size: stream.len,
             checkpoints: stream.inner.checkpoints().to_vec(),
+            windows: None,
             entries,
         })
     }
@@ -147,18 +162,30 @@ impl LayerToc {
                 reason: format!("the table of layer {}: {reason}", self.layer),
             })
         };
-        if self.version != TOC_VERSION {
+        if !(1..=TOC_VERSION).contains(&self.version) {
             return fail(format!(
-                "format version {} (skiff reads {TOC_VERSION})",
+                "format version {} (skiff reads 1 to {TOC_VERSION})",
                 self.version
             ));
         }
         let mut last = (0, 0);
+        let windows = self.windows.map_or(0, |w| w.size);
         for p in &self.checkpoints {
             if p.input <= last.0 || p.output <= last.1 || p.input > self.compressed_size {
                 return fail("checkpoints out of order".into());
             }
             last = (p.input, p.output);
+            let placed = match p.window_at {
+                None => !p.window.is_empty(),
+                Some((at, len)) => {
+                    p.window.is_empty()
+                        && len <= MAX_WINDOW_BLOB
+                        && at.checked_add(len).is_some_and(|end| end <= windows)
+                }
+            };
+            if !placed {
+                return fail(format!("the window of checkpoint {} is missing", p.output));
+            }
         }
         for e in &self.entries {
             if e.offset
@@ -172,6 +199,34 @@ impl LayerToc {
             }
         }
         Ok(())
+    }
+
+    /// Moves the checkpoints' windows out of the table into the layer's windows blob, which it
+    /// returns (each window raw-deflated alone where its checkpoint says); the table then names
+    /// the blob. A reader fetches a window with the chunk it starts, so the table stays small
+    /// enough to fetch before the first read however close the checkpoints are.
+    pub(crate) fn split_windows(&mut self) -> Result<Vec<u8>, LazyError> {
+        let mut blob = Vec::new();
+        for p in &mut self.checkpoints {
+            if p.window.is_empty() {
+                continue;
+            }
+            let mut z =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            let deflated = io::Write::write_all(&mut z, &p.window)
+                .and_then(|()| z.finish())
+                .map_err(|e| LazyError::Index {
+                    reason: format!("compressing a window: {e}"),
+                })?;
+            p.window_at = Some((blob.len() as u64, deflated.len() as u64));
+            p.window = Vec::new();
+            blob.extend_from_slice(&deflated);
+        }
+        self.windows = (!blob.is_empty()).then(|| WindowsBlob {
+            digest: Digest::of(&blob),
+            size: blob.len() as u64,
+        });
+        Ok(blob)
     }
 
     /// The longest stretch of uncompressed bytes without a checkpoint.
@@ -397,7 +452,14 @@ mod tests {
 
     /// `entry` read as a lazy run reads it: through the chunk cache, its ranges from `blob`.
     fn read(toc: &LayerToc, entry: &TocEntry, blob: &[u8]) -> Result<Vec<u8>, LazyError> {
-        let fetch = |a: u64, b: u64| Ok(blob[a as usize..(b as usize).min(blob.len())].to_vec());
+        let fetch = |r: &[(Digest, u64, u64)]| {
+            Ok(r.iter()
+                .map(|(_, a, b)| {
+                    let end = (*b as usize).min(blob.len());
+                    blob[(*a as usize).min(end)..end].to_vec()
+                })
+                .collect())
+        };
         crate::lazy::chunks::Chunks::new(1 << 20).read(toc, entry, &fetch)
     }
 
@@ -477,14 +539,26 @@ mod tests {
 
     #[test]
     fn inconsistent_tables_are_refused() {
-        let (blob, _) = layer(5);
+        let (blob, _) = layer(20);
         let toc = LayerToc::build(&blob[..], Digest::of(&blob)).unwrap();
         let mut outside = toc.clone();
         outside.entries[1].offset = toc.uncompressed_size;
         outside.entries[1].size = 1;
         let mut version = toc.clone();
         version.version = 99;
-        for bad in [outside, version] {
+        let mut split = toc.clone();
+        split.split_windows().unwrap();
+        let mut unplaced = split.clone();
+        unplaced.windows = None;
+        let mut past = split.clone();
+        if let Some(w) = &mut past.windows {
+            w.size -= 1;
+        }
+        let mut missing = toc.clone();
+        missing.checkpoints[0].window.clear();
+        assert!(!toc.checkpoints.is_empty());
+        assert!(LayerToc::parse(&serde_json::to_vec(&split).unwrap()).is_ok());
+        for bad in [outside, version, unplaced, past, missing] {
             let json = serde_json::to_vec(&bad).unwrap();
             assert!(LayerToc::parse(&json).is_err());
         }

@@ -70,6 +70,12 @@ impl RegistryClient {
         })
     }
 
+    /// Finds how to talk to `host` ahead of the first request that needs it (a failure shows
+    /// again at that request).
+    pub(crate) async fn warm_up(&self, host: &str) {
+        let _ = self.endpoint(host).await;
+    }
+
     /// Finds how to talk to `host`: HTTPS, or plain HTTP where allowed and HTTPS fails.
     pub(super) async fn endpoint(&self, host: &str) -> Result<Endpoint, RegistryError> {
         let mut endpoints = self.inner.endpoints.lock().await;
