@@ -50,4 +50,7 @@ put lazy_index $'\x00'"$T"
 S=sha256:$(printf '%s' subject | sha256sum | cut -d' ' -f1)
 put lazy_index $'\x01'"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"artifactType\":\"application/vnd.skiff.lazy.index.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.empty.v1+json\",\"digest\":\"$D\",\"size\":2},\"layers\":[{\"mediaType\":\"application/vnd.skiff.lazy.toc.v1+json+gzip\",\"digest\":\"$D\",\"size\":9,\"annotations\":{\"dev.skiff.lazy.layer\":\"$D\"}}],\"subject\":{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"$S\",\"size\":1}}"
 put lazy_index $'\x01'"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"$D\",\"size\":3,\"artifactType\":\"application/vnd.skiff.lazy.index.v1+json\"}]}"
+# Format 2: the checkpoint's window in the layer's windows blob.
+T2="{\"version\":2,\"layer\":\"$D\",\"compressed_size\":40,\"diff_id\":\"$D\",\"uncompressed_size\":2048,\"checkpoints\":[{\"input\":20,\"output\":1024,\"bits\":3,\"bit_buf\":5,\"window_at\":[0,20]}],\"windows\":{\"digest\":\"$D\",\"size\":20},\"entries\":[{\"path\":\"etc/hello\",\"kind\":\"file\",\"mode\":420,\"uid\":0,\"gid\":0,\"mtime\":0,\"size\":6,\"offset\":1500,\"digest\":\"$D\"}]}"
+put lazy_index $'\x00'"$T2"
 { printf '\x02'; tar --numeric-owner --owner=0 --group=0 -C "$t/l" -cf - etc | gzip -6; } >$c/lazy_index/seed-gzip
