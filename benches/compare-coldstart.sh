@@ -30,6 +30,7 @@ for pair in podman:podman hyperfine:hyperfine debootstrap:debootstrap; do
   }
 done
 mount_bench_fs "$MNT" "$LOOP"
+cgroups_for_crun
 bash scripts/setup.sh >/dev/null
 release_binaries
 bash scripts/registry.sh >/dev/null
@@ -38,6 +39,10 @@ IMAGE=$REG/$REPO bash benches/build-tool-image.sh >/dev/null
 
 # podman: its own configuration (plain HTTP to both registry addresses), storage on the mount.
 podman_env "$MNT/podman" "$REG" "$LINK"
+# Every tool must run the image before anything is timed (a failing run has no first byte).
+podman run --rm --net host "$REG/$REPO" true >/dev/null 2>"$MNT/podman.err" ||
+  { echo "podman cannot run $REG/$REPO:" >&2; tail -n 3 "$MNT/podman.err" >&2; exit 1; }
+podman rmi -a -f >/dev/null 2>&1 || true
 
 "$RIG" link --listen "$LINK" --upstream "$REG" --rate "$RATE" --rtt-ms "$RTT_MS" &
 link_pid=$!
