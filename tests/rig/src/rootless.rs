@@ -74,6 +74,7 @@ pub fn share_binary(path: &Path) -> PathBuf {
         meta.mtime_nsec() ^ meta.mtime() as i64
     ));
     if !copy.exists() {
+        prune_copies(&shared_dir());
         let tmp = copy.with_extension(format!("tmp{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         if std::fs::hard_link(path, &tmp).is_err() {
@@ -84,6 +85,27 @@ pub fn share_binary(path: &Path) -> PathBuf {
         std::fs::rename(&tmp, &copy).expect("placing the binary copy");
     }
     copy
+}
+
+/// Removes the copies of earlier builds: every rebuild of a test binary leaves one (tens of
+/// MB each), placed more than two hours ago (by ctime: a hard link keeps the build's mtime). A
+/// test still running from one keeps its inode.
+fn prune_copies(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for entry in entries.flatten() {
+        if let Ok(meta) = entry.metadata()
+            && meta.is_file()
+            && now - meta.ctime() > 2 * 3600
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn shared_copy() -> PathBuf {
