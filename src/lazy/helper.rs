@@ -106,8 +106,15 @@ fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i
     // The signals the launcher forwards (a Ctrl-C on the terminal reaches the whole process
     // group) stay blocked: the payload may outlive them, and needs its files. The helper ends
     // when the launcher says so, or dies with it.
-    let mut work = work;
-    let sessions = match mount_layers(dirs, &mut work) {
+    let HelperWork {
+        reader,
+        tables,
+        rootless,
+        background,
+        commands,
+        path,
+    } = work;
+    let sessions = match mount_layers(dirs, reader, &tables, rootless, &commands, &path) {
         Ok(sessions) => sessions,
         Err(err) => {
             let _ = writeln!(ready, "{}", crate::error_chain(&err));
@@ -116,7 +123,7 @@ fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i
     };
     let _ = ready.write_all(b"ready\n");
     drop(ready);
-    if let Err(err) = (work.background)() {
+    if let Err(err) = background() {
         tracing::warn!(%err, "the background pull failed; the next run pulls again");
     }
     // Until the launcher is done with the layers.
@@ -132,17 +139,17 @@ fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i
 /// Builds the reader, starts the prefetch, mounts the layers.
 fn mount_layers(
     dirs: &[PathBuf],
-    work: &mut HelperWork,
+    reader: Box<dyn FnOnce() -> Result<Arc<LayerReader>, LazyError>>,
+    tables: &[Arc<LayerToc>],
+    rootless: bool,
+    commands: &[String],
+    path: &str,
 ) -> Result<Vec<fuser::BackgroundSession>, LazyError> {
-    let build: Box<dyn FnOnce() -> Result<Arc<LayerReader>, LazyError>> = std::mem::replace(
-        &mut work.reader,
-        Box::new(|| Err(failed("built once".into()))),
-    );
-    let reader = build()?;
-    super::prefetch::start(&reader, &work.tables, &work.commands, &work.path);
+    let reader = reader()?;
+    super::prefetch::start(&reader, tables, commands, path);
     let mut sessions = Vec::new();
-    for (dir, toc) in dirs.iter().zip(&work.tables) {
-        sessions.push(super::mount::mount_layer(dir, toc, &reader, work.rootless)?);
+    for (dir, toc) in dirs.iter().zip(tables) {
+        sessions.push(super::mount::mount_layer(dir, toc, &reader, rootless)?);
     }
     Ok(sessions)
 }

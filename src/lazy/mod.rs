@@ -158,6 +158,8 @@ pub(crate) async fn push_index(
     let mut table_bytes = 0;
     let mut window_bytes = 0;
     let mut longest_span = 0;
+    let push =
+        |blob: Bytes| client.push_blob(place.host(), &place.registry, &place.repository, blob);
     for layer in manifest.layers() {
         let digest = Digest::parse(layer.digest().as_ref()).map_err(|e| LazyError::Index {
             reason: format!("a layer digest: {e}"),
@@ -173,14 +175,7 @@ pub(crate) async fn push_index(
         let window_blob = toc.split_windows()?;
         if let Some(w) = toc.windows {
             window_bytes += w.size;
-            let pushed = client
-                .push_blob(
-                    place.host(),
-                    &place.registry,
-                    &place.repository,
-                    Bytes::from(window_blob),
-                )
-                .await?;
+            let pushed = push(Bytes::from(window_blob)).await?;
             windows.push((digest, pushed, w.size));
         }
         entries += toc.entries.len();
@@ -197,14 +192,7 @@ pub(crate) async fn push_index(
             })?;
         table_bytes += compressed.len() as u64;
         let size = compressed.len() as u64;
-        let blob = client
-            .push_blob(
-                place.host(),
-                &place.registry,
-                &place.repository,
-                Bytes::from(compressed),
-            )
-            .await?;
+        let blob = push(Bytes::from(compressed)).await?;
         tables.push((digest, blob, size));
     }
     client

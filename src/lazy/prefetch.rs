@@ -25,17 +25,10 @@ const DEPTH: usize = 2;
 /// the loader and C library where glibc and musl put them, the loader's cache, and what the
 /// launch reads for the user's groups.
 fn base_set() -> Vec<String> {
-    let (loader, multiarch, musl) = match std::env::consts::ARCH {
-        "aarch64" => (
-            "lib/ld-linux-aarch64.so.1",
-            "aarch64-linux-gnu",
-            "lib/ld-musl-aarch64.so.1",
-        ),
-        _ => (
-            "lib64/ld-linux-x86-64.so.2",
-            "x86_64-linux-gnu",
-            "lib/ld-musl-x86_64.so.1",
-        ),
+    let multiarch = multiarch();
+    let (loader, musl) = match std::env::consts::ARCH {
+        "aarch64" => ("lib/ld-linux-aarch64.so.1", "lib/ld-musl-aarch64.so.1"),
+        _ => ("lib64/ld-linux-x86-64.so.2", "lib/ld-musl-x86_64.so.1"),
     };
     vec![
         loader.to_owned(),
@@ -49,12 +42,17 @@ fn base_set() -> Vec<String> {
     ]
 }
 
-/// Where shared libraries are looked for, in order.
-fn library_dirs() -> Vec<String> {
-    let multiarch = match std::env::consts::ARCH {
+/// Debian's multiarch directory name for this machine's architecture.
+fn multiarch() -> &'static str {
+    match std::env::consts::ARCH {
         "aarch64" => "aarch64-linux-gnu",
         _ => "x86_64-linux-gnu",
-    };
+    }
+}
+
+/// Where shared libraries are looked for, in order.
+fn library_dirs() -> Vec<String> {
+    let multiarch = multiarch();
     vec![
         format!("lib/{multiarch}"),
         format!("usr/lib/{multiarch}"),
