@@ -157,7 +157,10 @@ impl crate::launch::LazyLayers for LazyImage {
         let place = self.place.clone();
         let reference = self.reference.clone();
         // The payload's reads go first: the full pull gives way while one waits.
-        let foreground = std::sync::Arc::new(crate::registry::Foreground::default());
+        // The two share what they fetch (in unnamed files in the store's directory).
+        let foreground = std::sync::Arc::new(crate::registry::Foreground::keeping_parts_in(
+            self.engine.root.clone(),
+        ));
         let fg = foreground.clone();
         let waiting = foreground.clone();
         let reader = Box::new(move || {

@@ -574,26 +574,64 @@ impl LayerReader {
 
     /// The checked content of `entry` of layer `toc`.
     pub(crate) fn read(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Result<Vec<u8>, LazyError> {
+        let fetch = |ranges: &[(Digest, u64, u64)]| self.fetch(ranges);
+        self.chunks.read(toc, entry, &fetch)
+    }
+
+    /// Byte ranges of blobs: what the background pull (or an earlier read) already has from
+    /// its parts, the rest by Range requests, which it keeps there in turn.
+    fn fetch(&self, ranges: &[(Digest, u64, u64)]) -> Result<Vec<Vec<u8>>, LazyError> {
+        let parts = self.foreground.as_deref().map(|f| &f.parts);
+        let wanted: Vec<(Digest, u64, u64)> = match parts {
+            Some(parts) => ranges
+                .iter()
+                .flat_map(|(blob, start, end)| {
+                    let missing = parts.missing(blob, *start, *end);
+                    missing.into_iter().map(|(a, b)| (*blob, a, b))
+                })
+                .collect(),
+            None => ranges.to_vec(),
+        };
+        let fetched = self.fetch_remote(&wanted)?;
+        let Some(parts) = parts else {
+            return Ok(fetched);
+        };
+        for ((blob, start, _), bytes) in wanted.iter().zip(&fetched) {
+            parts.record(blob, *start, bytes);
+        }
+        let local: Option<Vec<Vec<u8>>> = ranges
+            .iter()
+            .map(|(blob, start, end)| parts.read(blob, *start, *end))
+            .collect();
+        match local {
+            Some(local) => Ok(local),
+            // Not kept (a full disk): from the registry whole.
+            None => self.fetch_remote(ranges),
+        }
+    }
+
+    /// Byte ranges by Range requests, all at once, the background pull giving way meanwhile.
+    fn fetch_remote(&self, ranges: &[(Digest, u64, u64)]) -> Result<Vec<Vec<u8>>, LazyError> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
         let _first = self
             .foreground
             .as_deref()
             .map(crate::registry::Foreground::begin);
-        let fetch = |ranges: &[(Digest, u64, u64)]| {
-            let each = ranges.iter().map(|(blob, start, end)| {
-                self.client.blob_range(
-                    self.place.host(),
-                    &self.place.registry,
-                    &self.place.repository,
-                    blob,
-                    *start,
-                    *end,
-                )
-            });
-            self.runtime
-                .block_on(futures_util::future::try_join_all(each))
-                .map_err(LazyError::from)
-        };
-        self.chunks.read(toc, entry, &fetch)
+        let each = ranges.iter().map(|(blob, start, end)| {
+            self.client.blob_range(
+                self.place.host(),
+                &self.place.registry,
+                &self.place.repository,
+                blob,
+                *start,
+                *end,
+            )
+        });
+        self.runtime
+            .block_on(futures_util::future::try_join_all(each))
+            .map_err(LazyError::from)
     }
 }
 

@@ -1,5 +1,7 @@
 //! Blobs: a small one (a config) fetched whole and checked, a large one (a layer) streamed
-//! into a channel, resumed with a Range request after a broken or stalled connection.
+//! into a channel, resumed with a Range request after a broken or stalled connection. Beside a
+//! lazy run, a layer's stream takes the parts the payload's reads already fetched from them
+//! and asks the registry only for the rest.
 
 use bytes::Bytes;
 use reqwest::header::RANGE;
@@ -8,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::client::RegistryClient;
 use super::errors::{RegistryError, check_status};
+use super::parts::BlobParts;
 use super::retry::backoff;
 use super::transport::Next;
 use crate::Digest;
@@ -86,14 +89,31 @@ impl RegistryClient {
             limit,
             host_idx: 0,
             offset: 0,
+            until: None,
+            // Shared only where the size is known: the parts must not run past the blob.
+            parts: self
+                .foreground
+                .as_deref()
+                .map(|f| &f.parts)
+                .filter(|_| size.is_some()),
         };
         let mut failures = 0u32;
         loop {
+            if fetch.parts.is_some() {
+                if !fetch.send_kept(&sink, &progress).await {
+                    return Ok(());
+                }
+                if size == Some(fetch.offset) {
+                    return Ok(());
+                }
+                fetch.until = fetch.parts.and_then(|p| p.next_start(digest, fetch.offset));
+            }
             let resp = fetch.request_from_offset().await?;
             let end = fetch.stream_into_sink(resp, &sink, &progress).await?;
             let reason = match (end, size) {
                 (StreamEnd::SinkClosed, _) => return Ok(()),
                 (_, Some(size)) if fetch.offset == size => return Ok(()),
+                (StreamEnd::Kept, _) => continue,
                 (StreamEnd::Ended, None) => return Ok(()),
                 (StreamEnd::Broken(reason), _) => reason,
                 (StreamEnd::Ended, Some(_)) => {
@@ -125,7 +145,14 @@ struct BlobFetch<'a> {
     host_idx: usize,
     /// Bytes delivered to the sink so far.
     offset: u64,
+    /// Where the next kept part starts: the request stops there.
+    until: Option<u64>,
+    /// The parts a lazy run's reads fetched, and this stream keeps.
+    parts: Option<&'a BlobParts>,
 }
+
+/// The most bytes of kept parts sent to the sink at once.
+const PART_PIECE: u64 = 1 << 20;
 
 /// How one response's body ended.
 enum StreamEnd {
@@ -135,6 +162,8 @@ enum StreamEnd {
     Broken(String),
     /// The consumer hung up (it failed and reports why).
     SinkClosed,
+    /// The stream reached bytes that are kept: they come from there.
+    Kept,
 }
 
 impl BlobFetch<'_> {
@@ -146,10 +175,36 @@ impl BlobFetch<'_> {
         }
     }
 
-    /// GET the blob from the current offset (a Range request once some of it arrived); before
-    /// the first byte, a mirror's failure moves on to the next host.
+    /// Sends the kept bytes from the offset on; false if the consumer hung up. Kept bytes that
+    /// cannot be read back are not used again.
+    async fn send_kept(&mut self, sink: &mpsc::Sender<Bytes>, progress: &impl Fn(u64)) -> bool {
+        let Some(parts) = self.parts else {
+            return true;
+        };
+        let last = self.size.unwrap_or(0).min(self.limit);
+        while let Some(end) = parts.end_from(self.digest, self.offset) {
+            let stop = end.min(self.offset + PART_PIECE).min(last);
+            let bytes = parts
+                .read(self.digest, self.offset, stop)
+                .filter(|b| !b.is_empty());
+            let Some(bytes) = bytes else {
+                self.parts = None;
+                return true;
+            };
+            self.offset = stop;
+            progress(bytes.len() as u64);
+            if sink.send(Bytes::from(bytes)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// GET the blob from the current offset (a Range request once some of it arrived, up to
+    /// the next kept part); before the first byte, a mirror's failure moves on to the next host.
     async fn request_from_offset(&mut self) -> Result<Response, RegistryError> {
         let (repository, digest, offset) = (self.repository, self.digest, self.offset);
+        let until = self.until;
         loop {
             let host = &self.hosts[self.host_idx.min(self.hosts.len() - 1)];
             let resp = self
@@ -158,7 +213,9 @@ impl BlobFetch<'_> {
                     let req = ep
                         .http
                         .get(format!("{}/v2/{repository}/blobs/{digest}", ep.base));
-                    if offset > 0 {
+                    if let Some(until) = until.filter(|u| *u > offset) {
+                        req.header(RANGE, format!("bytes={offset}-{}", until - 1))
+                    } else if offset > 0 {
                         req.header(RANGE, format!("bytes={offset}-"))
                     } else {
                         req
@@ -220,6 +277,7 @@ impl BlobFetch<'_> {
             if chunk.is_empty() {
                 continue;
             }
+            let start = self.offset;
             self.offset += chunk.len() as u64;
             if self.offset > self.limit {
                 return Err(RegistryError::TooLarge {
@@ -231,9 +289,121 @@ impl BlobFetch<'_> {
                 return Err(self.fail(format!("more data than the {size} bytes announced")));
             }
             progress(chunk.len() as u64);
+            if let Some(parts) = self.parts {
+                parts.record(self.digest, start, &chunk);
+            }
             if sink.send(chunk).await.is_err() {
                 return Ok(StreamEnd::SinkClosed);
             }
+            // The rest of this stretch was fetched meanwhile, or the next kept part begins.
+            if self.until.is_some_and(|u| self.offset >= u)
+                || self
+                    .parts
+                    .is_some_and(|p| p.end_from(self.digest, self.offset).is_some())
+            {
+                return Ok(StreamEnd::Kept);
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::registry::{AuthFiles, Config, Foreground, RetryPolicy};
+
+    /// Streams `digest` of `repository` at `host` through a client whose foreground keeps
+    /// `fg`'s parts; the bytes the sink got.
+    fn stream(host: &str, digest: &Digest, size: u64, fg: Arc<Foreground>) -> Vec<u8> {
+        let client = RegistryClient::new(
+            Config::default(),
+            AuthFiles::new(Vec::new()),
+            RetryPolicy::default(),
+        )
+        .giving_way_to(fg);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (tx, mut rx) = mpsc::channel(16);
+            let hosts = [host.to_owned()];
+            let fetch = client.blob(
+                &hosts,
+                host,
+                "parts/blob",
+                digest,
+                Some(size),
+                size,
+                tx,
+                |_| {},
+            );
+            let collect = async {
+                let mut out = Vec::new();
+                while let Some(chunk) = rx.recv().await {
+                    out.extend_from_slice(&chunk);
+                }
+                out
+            };
+            let (done, out) = tokio::join!(fetch, collect);
+            done.unwrap();
+            out
+        })
+    }
+
+    #[test]
+    fn a_stream_takes_the_kept_parts_and_asks_only_for_the_rest() {
+        let registry = skiff_test_rig::Registry::start().unwrap();
+        let mut x = 7u64;
+        let bytes: Vec<u8> = (0..3 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let blob = skiff_test_rig::image::Blob::new(bytes.clone(), "application/octet-stream");
+        registry
+            .client()
+            .unwrap()
+            .push_blob("parts/blob", &blob)
+            .unwrap();
+        let proxy = skiff_test_rig::FaultProxy::start(registry.addr(), Vec::new()).unwrap();
+        let digest = Digest::of(&bytes);
+        let size = bytes.len() as u64;
+        let mib = 1usize << 20;
+
+        // The middle MiB was read lazily: the stream asks for the two stretches around it.
+        let fg = Arc::new(Foreground::with_quiet(Duration::ZERO, Duration::ZERO));
+        fg.parts.record(&digest, mib as u64, &bytes[mib..2 * mib]);
+        assert!(stream(&proxy.host(), &digest, size, fg.clone()) == bytes);
+        let ranges: Vec<Option<String>> = proxy
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.contains(&digest.to_string()))
+            .map(|r| r.range)
+            .collect();
+        assert_eq!(
+            ranges,
+            [
+                Some(format!("bytes=0-{}", mib - 1)),
+                Some(format!("bytes={}-", 2 * mib)),
+            ]
+        );
+        // What the stream fetched is kept in turn, for the lazy reads.
+        assert!(fg.parts.missing(&digest, 0, size).is_empty());
+        assert!(fg.parts.read(&digest, 0, size).as_deref() == Some(&bytes[..]));
+
+        // Kept bytes are not trusted blindly: the stream is what the pull checks against the
+        // digest, and a wrong part shows there.
+        let fg = Arc::new(Foreground::with_quiet(Duration::ZERO, Duration::ZERO));
+        fg.parts.record(&digest, 0, &[0u8; 4096]);
+        let got = stream(&proxy.host(), &digest, size, fg);
+        assert_eq!(got.len(), bytes.len());
+        assert_ne!(Digest::of(&got), digest);
     }
 }

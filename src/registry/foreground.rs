@@ -2,13 +2,16 @@
 //! a file, the full pull beside it stops reading its bodies (TCP then holds the sender back), so
 //! the file's Range request gets the link. The pull resumes once no read has been waiting for
 //! a short quiet spell, so a payload's run of reads (an interpreter importing its modules) is
-//! not interleaved with the pull.
+//! not interleaved with the pull. Both keep what they fetch in the gate's [`BlobParts`], and
+//! take from it what the other fetched.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use super::parts::BlobParts;
 
 /// How long after the last foreground read the background may go on.
 const QUIET: Duration = Duration::from_millis(150);
@@ -23,6 +26,8 @@ pub(crate) struct Foreground {
     quiet: Duration,
     start_quiet: Duration,
     created: Instant,
+    /// What either side fetched of the blobs.
+    pub(crate) parts: BlobParts,
 }
 
 impl Default for Foreground {
@@ -52,6 +57,15 @@ impl Foreground {
             quiet,
             start_quiet,
             created: Instant::now(),
+            parts: BlobParts::default(),
+        }
+    }
+
+    /// A gate whose fetched parts are kept in files in `dir`.
+    pub(crate) fn keeping_parts_in(dir: std::path::PathBuf) -> Self {
+        Self {
+            parts: BlobParts::in_dir(dir),
+            ..Self::default()
         }
     }
 

@@ -11,6 +11,7 @@ mod foreground;
 mod manifests;
 #[cfg(test)]
 pub(crate) mod memory;
+mod parts;
 mod retry;
 pub(crate) mod session;
 mod transport;
