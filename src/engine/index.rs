@@ -157,9 +157,10 @@ impl crate::launch::LazyLayers for LazyImage {
         let place = self.place.clone();
         let reference = self.reference.clone();
         // The payload's reads go first: the full pull gives way while one waits.
-        // The two share what they fetch (in unnamed files in the store's directory).
+        // The two share what they fetch (in unnamed files in the store's temporary directory,
+        // which gc sweeps should a file ever keep its name).
         let foreground = std::sync::Arc::new(crate::registry::Foreground::keeping_parts_in(
-            self.engine.root.clone(),
+            self.engine.root.join("tmp"),
         ));
         let fg = foreground.clone();
         let waiting = foreground.clone();
