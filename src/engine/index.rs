@@ -174,7 +174,10 @@ impl crate::launch::LazyLayers for LazyImage {
                         reason: format!("starting the I/O runtime: {e}"),
                     })?,
             );
-            let reader = lazy::LayerReader::new(runtime, engine.client(), place, Some(fg));
+            let mut reader = lazy::LayerReader::new(runtime, engine.client(), place, Some(fg));
+            if let Ok(store) = engine.store() {
+                reader = reader.reading_committed_layers_of(store);
+            }
             // Meanwhile the layers are mounted.
             reader.warm_up();
             Ok(std::sync::Arc::new(reader))

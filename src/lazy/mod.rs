@@ -535,6 +535,9 @@ pub(crate) struct LayerReader {
     place: Place,
     chunks: chunks::Chunks,
     foreground: Option<Arc<crate::registry::Foreground>>,
+    /// The store the background pull commits layers to: a committed layer's files are read
+    /// from there.
+    store: Option<rootfs_cache::Store>,
 }
 
 impl std::fmt::Debug for LayerReader {
@@ -560,7 +563,14 @@ impl LayerReader {
             place,
             chunks: chunks::Chunks::new(chunks::CACHE_BYTES),
             foreground,
+            store: None,
         }
+    }
+
+    /// This reader taking the files of layers committed to `store` from there.
+    pub(crate) fn reading_committed_layers_of(mut self, store: rootfs_cache::Store) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Starts finding how to reach the registry (HTTPS or plain HTTP, its first connection)
@@ -574,8 +584,40 @@ impl LayerReader {
 
     /// The checked content of `entry` of layer `toc`.
     pub(crate) fn read(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Result<Vec<u8>, LazyError> {
+        if let Some(content) = self.committed(toc, entry) {
+            return Ok(content);
+        }
         let fetch = |ranges: &[(Digest, u64, u64)]| self.fetch(ranges);
         self.chunks.read(toc, entry, &fetch)
+    }
+
+    /// `entry`'s content from its layer in the store, once the background pull committed it
+    /// (checked against the layer's digests then): nothing to fetch, inflate or hash. `None`
+    /// where it is not there, or not as the index says (the lazy read then fails on the index's
+    /// digest, as it would have).
+    fn committed(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Option<Vec<u8>> {
+        let store = self.store.as_ref()?;
+        if !store.has_layer(&toc.diff_id) {
+            return None;
+        }
+        let root = rootfs_cache::ConfinedRoot::open(&store.layer_dir(&toc.diff_id)).ok()?;
+        let fd = root
+            .open_file(
+                std::path::Path::new(&entry.path),
+                libc::O_RDONLY | libc::O_NOFOLLOW,
+            )
+            .ok()?;
+        let mut file = std::fs::File::from(fd);
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || meta.len() != entry.size {
+            return None;
+        }
+        let mut content = Vec::with_capacity(usize::try_from(entry.size).ok()?);
+        (&mut file)
+            .take(entry.size + 1)
+            .read_to_end(&mut content)
+            .ok()?;
+        (content.len() as u64 == entry.size).then_some(content)
     }
 
     /// Byte ranges of blobs: what the background pull (or an earlier read) already has from
@@ -629,9 +671,13 @@ impl LayerReader {
                 *end,
             )
         });
-        self.runtime
-            .block_on(futures_util::future::try_join_all(each))
-            .map_err(LazyError::from)
+        let fetched = self
+            .runtime
+            .block_on(futures_util::future::try_join_all(each))?;
+        if let Some(fg) = &self.foreground {
+            fg.fetched(fetched.iter().map(|b| b.len() as u64).sum());
+        }
+        Ok(fetched)
     }
 }
 
@@ -651,4 +697,77 @@ pub(crate) fn read_file(
         });
     };
     reader.read(toc, entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn a_committed_layer_is_read_from_the_store_and_a_disagreeing_one_is_not() {
+        let content = vec![7u8; 100_000];
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, body) in [("usr/big", &content[..]), ("usr/small", &b"small\n"[..])] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(body.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, path, body).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar.into_inner().unwrap()).unwrap();
+        let blob = gz.finish().unwrap();
+        let digest = Digest::of(&blob);
+        let toc = LayerToc::build(&blob[..], digest).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = rootfs_cache::Store::open(dir.path()).unwrap();
+        store
+            .commit_layer(
+                &digest,
+                &toc.diff_id,
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                std::io::Cursor::new(blob.clone()),
+            )
+            .unwrap();
+        // A registry nobody answers at: any range read fails.
+        let runtime = Arc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        let policy = crate::registry::RetryPolicy {
+            attempts: 1,
+            ..Default::default()
+        };
+        let client = RegistryClient::new(
+            crate::registry::Config::default(),
+            crate::registry::AuthFiles::new(Vec::new()),
+            policy,
+        );
+        let place = Place {
+            hosts: vec!["127.0.0.1:9".into()],
+            registry: "127.0.0.1:9".into(),
+            repository: "none".into(),
+        };
+        let reader =
+            LayerReader::new(runtime, client, place, None).reading_committed_layers_of(store);
+        let big = toc.entry("usr/big").unwrap();
+        assert!(reader.read(&toc, big).unwrap() == content);
+        // Where the store's file is not what the index says, the read goes to the registry.
+        let mut lying = toc.clone();
+        lying
+            .entries
+            .iter_mut()
+            .find(|e| e.path == "usr/small")
+            .unwrap()
+            .size = 5;
+        let small = lying.entry("usr/small").unwrap();
+        assert!(reader.read(&lying, small).is_err());
+        assert_eq!(
+            reader.read(&toc, toc.entry("usr/small").unwrap()).unwrap(),
+            b"small\n"
+        );
+    }
 }
