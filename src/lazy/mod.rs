@@ -538,6 +538,9 @@ pub(crate) struct LayerReader {
     /// The store the background pull commits layers to: a committed layer's files are read
     /// from there.
     store: Option<rootfs_cache::Store>,
+    /// The committed layers opened so far: looked up and opened once each.
+    committed_roots:
+        std::sync::Mutex<std::collections::HashMap<Digest, Arc<rootfs_cache::ConfinedRoot>>>,
 }
 
 impl std::fmt::Debug for LayerReader {
@@ -564,6 +567,7 @@ impl LayerReader {
             chunks: chunks::Chunks::new(chunks::CACHE_BYTES),
             foreground,
             store: None,
+            committed_roots: std::sync::Mutex::default(),
         }
     }
 
@@ -596,11 +600,7 @@ impl LayerReader {
     /// where it is not there, or not as the index says (the lazy read then fails on the index's
     /// digest, as it would have).
     fn committed(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Option<Vec<u8>> {
-        let store = self.store.as_ref()?;
-        if !store.has_layer(&toc.diff_id) {
-            return None;
-        }
-        let root = rootfs_cache::ConfinedRoot::open(&store.layer_dir(&toc.diff_id)).ok()?;
+        let root = self.committed_root(&toc.diff_id)?;
         let fd = root
             .open_file(
                 std::path::Path::new(&entry.path),
@@ -618,6 +618,21 @@ impl LayerReader {
             .read_to_end(&mut content)
             .ok()?;
         (content.len() as u64 == entry.size).then_some(content)
+    }
+
+    /// Layer `diff_id` in the store, once committed.
+    fn committed_root(&self, diff_id: &Digest) -> Option<Arc<rootfs_cache::ConfinedRoot>> {
+        let store = self.store.as_ref()?;
+        let mut roots = self.committed_roots.lock().ok()?;
+        if let Some(root) = roots.get(diff_id) {
+            return Some(root.clone());
+        }
+        if !store.has_layer(diff_id) {
+            return None;
+        }
+        let root = Arc::new(rootfs_cache::ConfinedRoot::open(&store.layer_dir(diff_id)).ok()?);
+        roots.insert(*diff_id, root.clone());
+        Some(root)
     }
 
     /// Byte ranges of blobs: what the background pull (or an earlier read) already has from
