@@ -38,10 +38,11 @@ fn image() -> (Image, Vec<(String, Vec<u8>)>) {
     let files: Vec<(String, Vec<u8>)> = (0..6)
         .map(|i| (format!("data/f{i}"), noise(2 << 20, i + 1)))
         .collect();
-    let entries: Vec<Entry> = files
+    let mut entries: Vec<Entry> = files
         .iter()
         .map(|(p, d)| Entry::file(p.clone(), d.clone()))
         .collect();
+    entries.push(Entry::file("hid/old", "hidden by the layer above\n"));
     let image = ImageBuilder::new(Format::Oci)
         .layer(&busybox::entries().unwrap(), Compression::Gzip)
         .unwrap()
@@ -52,6 +53,9 @@ fn image() -> (Image, Vec<(String, Vec<u8>)>) {
                 Entry::whiteout("data/f0"),
                 Entry::symlink("etc/latest", "/data/f5"),
                 Entry::file("data/new", "written on top\n"),
+                Entry::opaque("hid"),
+                Entry::file("hid/fresh", "fresh\n"),
+                Entry::file("etc/tagged", "tagged\n").xattr("user.skiff.test", "yes"),
             ],
             Compression::Gzip,
         )
@@ -335,6 +339,20 @@ fn a_lazy_mount_serves_the_image_and_goes_away() {
         "f0 is whited out"
     );
     assert!(std::fs::read(root.join("data/f3")).unwrap() == files[3].1);
+    // Again: from what the layer kept (or the kernel's cache), the same.
+    assert!(std::fs::read(root.join("data/f3")).unwrap() == files[3].1);
+    // An opaque directory hides the one below; xattrs come from the index (a layer without
+    // any answers none).
+    let hid: Vec<String> = std::fs::read_dir(root.join("hid"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(hid, ["fresh"]);
+    assert_eq!(
+        xattr(&root.join("etc/tagged"), "user.skiff.test"),
+        Ok(b"yes".to_vec())
+    );
+    assert!(xattr(&root.join("data/f3"), "user.skiff.test").is_err());
     assert_eq!(
         std::fs::read_link(root.join("etc/latest")).unwrap(),
         Path::new("/data/f5")
@@ -398,6 +416,29 @@ fn a_lazy_mount_serves_the_image_and_goes_away() {
         !mounts.contains(&target) && !mounts.contains("skiff-lazy"),
         "mounts left:\n{mounts}"
     );
+}
+
+/// Extended attribute `name` of `path` (not following a symlink), or the errno.
+fn xattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: both strings are NUL-terminated and live across the call; the buffer's length
+    // is what the call is told it may write.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
 }
 
 /// `run --lazy`: an uncached image with an index starts from it (files by Range request), is

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 
 use super::LazyError;
@@ -21,8 +22,17 @@ const TTL: Duration = Duration::from_secs(3600);
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 
-/// Fetches a file's content, checked against the table.
-pub(crate) type Fetch = dyn Fn(&TocEntry) -> Result<Vec<u8>, LazyError> + Send + Sync;
+/// What a fetch of a file's bytes found.
+pub(crate) enum Content {
+    /// The whole file, checked against the table's digest: kept for the reads that follow.
+    Whole(Vec<u8>),
+    /// Just the bytes asked for, from a layer already in the store (checked when it was
+    /// committed): nothing worth keeping.
+    Range(Vec<u8>),
+}
+
+/// Fetches `size` bytes at `offset` of a file: the checked whole file, or just those bytes.
+pub(crate) type Fetch = dyn Fn(&TocEntry, u64, u32) -> Result<Content, LazyError> + Send + Sync;
 
 struct Node {
     attr: FileAttr,
@@ -39,51 +49,78 @@ pub(crate) struct LayerFs {
     fetch: Box<Fetch>,
     /// The prefix of overlayfs's xattrs: `trusted.` as root, `user.` with `userxattr`.
     xattr_prefix: &'static str,
+    /// Whether any entry has an xattr (or a directory is opaque): where none has, `getxattr`
+    /// answers ENOSYS once and the kernel asks no more.
+    has_xattrs: bool,
     contents: Mutex<Contents>,
 }
 
-/// The files of a layer read so far (checked), the least recently used dropped beyond
-/// [`CONTENT_BYTES`]: the kernel's page cache keeps what the payload reads again, and a file
-/// asked for again is read again.
-#[derive(Default)]
+/// The files of a layer read so far (checked), the least recently used dropped beyond `cap`
+/// bytes: the kernel's page cache keeps what the payload reads again, and a file asked for
+/// again is read again.
 struct Contents {
     files: HashMap<u64, (Arc<Vec<u8>>, u64)>,
+    /// The files by their last use, oldest first.
+    by_use: BTreeMap<u64, u64>,
     bytes: usize,
     tick: u64,
+    cap: usize,
 }
 
 /// What a layer keeps of the files read.
 const CONTENT_BYTES: usize = 64 << 20;
 
 impl Contents {
+    fn new(cap: usize) -> Self {
+        Self {
+            files: HashMap::new(),
+            by_use: BTreeMap::new(),
+            bytes: 0,
+            tick: 0,
+            cap,
+        }
+    }
+
     fn get(&mut self, ino: u64) -> Option<Arc<Vec<u8>>> {
+        let (data, used) = self.files.get_mut(&ino)?;
         self.tick += 1;
-        let tick = self.tick;
-        self.files.get_mut(&ino).map(|(data, used)| {
-            *used = tick;
-            data.clone()
-        })
+        self.by_use.remove(used);
+        *used = self.tick;
+        self.by_use.insert(self.tick, ino);
+        Some(data.clone())
     }
 
     /// Keeps `data` (never dropping it at once, however large).
     fn keep(&mut self, ino: u64, data: Arc<Vec<u8>>) {
         self.tick += 1;
         self.bytes += data.len();
-        if let Some((old, _)) = self.files.insert(ino, (data, self.tick)) {
+        if let Some((old, used)) = self.files.insert(ino, (data, self.tick)) {
             self.bytes -= old.len();
+            self.by_use.remove(&used);
         }
-        while self.bytes > CONTENT_BYTES {
-            let oldest = self
-                .files
-                .iter()
-                .filter(|(i, _)| **i != ino)
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(i, (d, _))| (*i, d.len()));
-            let Some((i, len)) = oldest else { break };
-            self.files.remove(&i);
-            self.bytes -= len;
+        self.by_use.insert(self.tick, ino);
+        while self.bytes > self.cap {
+            let Some((&used, &oldest)) = self.by_use.iter().next() else {
+                break;
+            };
+            if oldest == ino {
+                break;
+            }
+            self.by_use.remove(&used);
+            if let Some((d, _)) = self.files.remove(&oldest) {
+                self.bytes -= d.len();
+            }
         }
     }
+}
+
+/// `size` bytes of `data` at `offset`, fewer at its end.
+fn slice(data: &[u8], offset: u64, size: u32) -> &[u8] {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let end = start.saturating_add(size as usize).min(data.len());
+    &data[start..end]
 }
 
 impl std::fmt::Debug for LayerFs {
@@ -147,11 +184,16 @@ impl LayerFs {
             nodes: vec![root],
             fetch,
             xattr_prefix: if rootless { "user." } else { "trusted." },
-            contents: Mutex::new(Contents::default()),
+            has_xattrs: false,
+            contents: Mutex::new(Contents::new(CONTENT_BYTES)),
         };
         for e in &toc.entries {
             fs.add(e);
         }
+        fs.has_xattrs = fs
+            .nodes
+            .iter()
+            .any(|n| n.opaque || n.entry.as_ref().is_some_and(|e| !e.xattrs.is_empty()));
         fs
     }
 
@@ -259,17 +301,6 @@ impl LayerFs {
         }
     }
 
-    fn content(&self, ino: u64, entry: &TocEntry) -> Result<Arc<Vec<u8>>, LazyError> {
-        if let Some(c) = self.contents.lock().ok().and_then(|mut m| m.get(ino)) {
-            return Ok(c);
-        }
-        let data = Arc::new((self.fetch)(entry)?);
-        if let Ok(mut m) = self.contents.lock() {
-            m.keep(ino, data.clone());
-        }
-        Ok(data)
-    }
-
     fn xattrs(&self, node: &Node) -> Vec<(String, Vec<u8>)> {
         use base64::Engine as _;
         let mut out: Vec<(String, Vec<u8>)> = node
@@ -294,6 +325,21 @@ impl LayerFs {
 }
 
 impl Filesystem for LayerFs {
+    /// Directory listings with each entry's attributes (a lookup fewer per entry), and
+    /// symlinks cached by the kernel. Where a kernel has neither, it lists and reads links
+    /// as before.
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        for wanted in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            if let Err(missing) = config.add_capabilities(wanted) {
+                tracing::debug!(?missing, "the kernel's FUSE lacks a capability");
+            }
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self
             .node(parent)
@@ -319,14 +365,15 @@ impl Filesystem for LayerFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
-            return reply.error(Errno::EROFS);
-        }
-        match self.node(ino) {
-            Some(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            None => reply.error(Errno::ENOENT),
-        }
+    /// ENOSYS: the kernel then opens every file (and directory, below) without asking, with
+    /// its page cache kept, and sends no release or flush either: three requests fewer per file
+    /// a payload opens. The mount is read-only, so no open for writing gets through.
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn read(
@@ -343,13 +390,16 @@ impl Filesystem for LayerFs {
         let Some(entry) = self.node(ino).and_then(|n| n.entry.as_ref()) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.content(ino.0, entry) {
-            Ok(data) => {
-                let start = usize::try_from(offset)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                let end = start.saturating_add(size as usize).min(data.len());
-                reply.data(&data[start..end]);
+        if let Some(data) = self.contents.lock().ok().and_then(|mut c| c.get(ino.0)) {
+            return reply.data(slice(&data, offset, size));
+        }
+        match (self.fetch)(entry, offset, size) {
+            Ok(Content::Range(bytes)) => reply.data(&bytes),
+            Ok(Content::Whole(data)) => {
+                reply.data(slice(&data, offset, size));
+                if let Ok(mut c) = self.contents.lock() {
+                    c.keep(ino.0, Arc::new(data));
+                }
             }
             Err(err) => {
                 tracing::warn!(path = %entry.path, err = %crate::error_chain(&err), "a lazy read failed");
@@ -366,7 +416,7 @@ impl Filesystem for LayerFs {
         _lock_owner: LockOwner,
         reply: fuser::ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     fn access(
@@ -425,7 +475,46 @@ impl Filesystem for LayerFs {
         reply.ok();
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(node) = self.node(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let dots = [(ino.0, ".".into()), (node.parent, "..".into())];
+        let all = dots.into_iter().chain(
+            node.children
+                .iter()
+                .map(|(name, child)| (*child, name.clone())),
+        );
+        for (i, (child, name)) in all.enumerate().skip(offset as usize) {
+            let Some(child) = self.node(INodeNo(child)) else {
+                continue;
+            };
+            if reply.add(
+                child.attr.ino,
+                i as u64 + 1,
+                &name,
+                &TTL,
+                &child.attr,
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.has_xattrs {
+            // The kernel answers every getxattr of this mount itself from now on.
+            return reply.error(Errno::ENOSYS);
+        }
         let Some(node) = self.node(ino) else {
             return reply.error(Errno::ENOENT);
         };
@@ -457,5 +546,40 @@ impl Filesystem for LayerFs {
         } else {
             reply.error(Errno::ERANGE);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_recently_used_files_are_dropped_first() {
+        let mut c = Contents::new(100);
+        c.keep(1, Arc::new(vec![1; 40]));
+        c.keep(2, Arc::new(vec![2; 40]));
+        assert!(c.get(1).is_some());
+        c.keep(3, Arc::new(vec![3; 40]));
+        assert!(c.get(2).is_none(), "2 was used last before 1");
+        assert_eq!(c.get(1).as_deref(), Some(&vec![1; 40]));
+        assert_eq!(c.get(3).as_deref(), Some(&vec![3; 40]));
+        assert_eq!(c.bytes, 80);
+        // Kept again: counted once.
+        c.keep(3, Arc::new(vec![3; 50]));
+        assert_eq!(c.bytes, 90);
+        // A file above the cap is kept alone.
+        c.keep(4, Arc::new(vec![4; 200]));
+        assert!(c.get(1).is_none() && c.get(3).is_none());
+        assert_eq!(c.get(4).map(|d| d.len()), Some(200));
+        assert_eq!((c.bytes, c.files.len(), c.by_use.len()), (200, 1, 1));
+    }
+
+    #[test]
+    fn a_slice_stops_at_the_end() {
+        let data = [1u8, 2, 3, 4];
+        assert_eq!(slice(&data, 1, 2), &[2, 3]);
+        assert_eq!(slice(&data, 3, 10), &[4]);
+        assert!(slice(&data, 4, 1).is_empty());
+        assert!(slice(&data, u64::MAX, u32::MAX).is_empty());
     }
 }

@@ -588,18 +588,48 @@ impl LayerReader {
 
     /// The checked content of `entry` of layer `toc`.
     pub(crate) fn read(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Result<Vec<u8>, LazyError> {
-        if let Some(content) = self.committed(toc, entry) {
+        if let Some(content) = self.committed(toc, entry, 0..entry.size) {
             return Ok(content);
+        }
+        self.read_remote(toc, entry)
+    }
+
+    /// `size` bytes at `offset` of `entry` of layer `toc`: just those from a layer the pull
+    /// committed already, else the whole checked file.
+    pub(crate) fn read_at(
+        &self,
+        toc: &LayerToc,
+        entry: &toc::TocEntry,
+        offset: u64,
+        size: u32,
+    ) -> Result<fs::Content, LazyError> {
+        let start = offset.min(entry.size);
+        let end = start.saturating_add(u64::from(size)).min(entry.size);
+        if let Some(bytes) = self.committed(toc, entry, start..end) {
+            return Ok(fs::Content::Range(bytes));
+        }
+        self.read_remote(toc, entry).map(fs::Content::Whole)
+    }
+
+    fn read_remote(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Result<Vec<u8>, LazyError> {
+        if let Some(fg) = &self.foreground {
+            fg.read_file();
         }
         let fetch = |ranges: &[(Digest, u64, u64)]| self.fetch(ranges);
         self.chunks.read(toc, entry, &fetch)
     }
 
-    /// `entry`'s content from its layer in the store, once the background pull committed it
-    /// (checked against the layer's digests then): nothing to fetch, inflate or hash. `None`
-    /// where it is not there, or not as the index says (the lazy read then fails on the index's
-    /// digest, as it would have).
-    fn committed(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Option<Vec<u8>> {
+    /// Bytes `range` of `entry` from its layer in the store, once the background pull
+    /// committed it (checked against the layer's digests then): nothing to fetch, inflate or
+    /// hash. `None` where it is not there, or not as the index says (the lazy read then fails
+    /// on the index's digest, as it would have).
+    fn committed(
+        &self,
+        toc: &LayerToc,
+        entry: &toc::TocEntry,
+        range: std::ops::Range<u64>,
+    ) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt as _;
         let root = self.committed_root(&toc.diff_id)?;
         let fd = root
             .open_file(
@@ -607,17 +637,14 @@ impl LayerReader {
                 libc::O_RDONLY | libc::O_NOFOLLOW,
             )
             .ok()?;
-        let mut file = std::fs::File::from(fd);
+        let file = std::fs::File::from(fd);
         let meta = file.metadata().ok()?;
-        if !meta.is_file() || meta.len() != entry.size {
+        if !meta.is_file() || meta.len() != entry.size || range.end > entry.size {
             return None;
         }
-        let mut content = Vec::with_capacity(usize::try_from(entry.size).ok()?);
-        (&mut file)
-            .take(entry.size + 1)
-            .read_to_end(&mut content)
-            .ok()?;
-        (content.len() as u64 == entry.size).then_some(content)
+        let mut content = vec![0; usize::try_from(range.end.saturating_sub(range.start)).ok()?];
+        file.read_exact_at(&mut content, range.start).ok()?;
+        Some(content)
     }
 
     /// Layer `diff_id` in the store, once committed.
@@ -788,5 +815,28 @@ mod tests {
             reader.read(&toc, toc.entry("usr/small").unwrap()).unwrap(),
             b"small\n"
         );
+        // A read of a range takes just that range from the store.
+        let range = |toc: &LayerToc, path: &str, offset: u64, size: u32| match reader.read_at(
+            toc,
+            toc.entry(path).unwrap(),
+            offset,
+            size,
+        ) {
+            Ok(fs::Content::Range(bytes)) => Ok(bytes),
+            Ok(fs::Content::Whole(_)) => panic!("a committed layer's read came whole"),
+            Err(e) => Err(e),
+        };
+        assert!(range(&toc, "usr/big", 4096, 4096).unwrap() == content[4096..8192]);
+        assert!(range(&toc, "usr/big", 99_000, 4096).unwrap() == content[99_000..]);
+        assert!(range(&toc, "usr/big", 100_000, 10).unwrap().is_empty());
+        assert!(
+            range(&toc, "usr/big", u64::MAX, u32::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(matches!(
+            range(&lying, "usr/small", 0, 4096),
+            Err(LazyError::Read { .. })
+        ));
     }
 }

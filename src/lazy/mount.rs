@@ -66,7 +66,8 @@ pub(crate) fn mount_layer(
     rootless: bool,
 ) -> Result<fuser::BackgroundSession, LazyError> {
     let (toc_for_fetch, reader) = (toc.clone(), reader.clone());
-    let layer_fetch: Box<Fetch> = Box::new(move |entry| reader.read(&toc_for_fetch, entry));
+    let layer_fetch: Box<Fetch> =
+        Box::new(move |entry, offset, size| reader.read_at(&toc_for_fetch, entry, offset, size));
     let fs = LayerFs::new(toc, layer_fetch, rootless);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
