@@ -301,6 +301,26 @@ impl LayerFs {
         }
     }
 
+    /// Directory `node`'s entries from `offset` on (`.` and `..` first): each with the offset
+    /// of the entry after it, its node and its name.
+    fn listing<'a>(
+        &'a self,
+        ino: INodeNo,
+        node: &'a Node,
+        offset: u64,
+    ) -> impl Iterator<Item = (u64, &'a Node, &'a OsStr)> {
+        let dots = [(ino.0, OsStr::new(".")), (node.parent, OsStr::new(".."))];
+        let children = node
+            .children
+            .iter()
+            .map(|(name, child)| (*child, name.as_os_str()));
+        dots.into_iter()
+            .chain(children)
+            .enumerate()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .filter_map(|(i, (child, name))| Some((i as u64 + 1, self.node(INodeNo(child))?, name)))
+    }
+
     fn xattrs(&self, node: &Node) -> Vec<(String, Vec<u8>)> {
         use base64::Engine as _;
         let mut out: Vec<(String, Vec<u8>)> = node
@@ -458,17 +478,8 @@ impl Filesystem for LayerFs {
         let Some(node) = self.node(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        let dots = [(ino.0, ".".into()), (node.parent, "..".into())];
-        let all = dots.into_iter().chain(
-            node.children
-                .iter()
-                .map(|(name, child)| (*child, name.clone())),
-        );
-        for (i, (child, name)) in all.enumerate().skip(offset as usize) {
-            let kind = self
-                .node(INodeNo(child))
-                .map_or(FileType::RegularFile, |n| n.attr.kind);
-            if reply.add(INodeNo(child), i as u64 + 1, kind, &name) {
+        for (next, child, name) in self.listing(ino, node, offset) {
+            if reply.add(child.attr.ino, next, child.attr.kind, name) {
                 break;
             }
         }
@@ -486,24 +497,8 @@ impl Filesystem for LayerFs {
         let Some(node) = self.node(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        let dots = [(ino.0, ".".into()), (node.parent, "..".into())];
-        let all = dots.into_iter().chain(
-            node.children
-                .iter()
-                .map(|(name, child)| (*child, name.clone())),
-        );
-        for (i, (child, name)) in all.enumerate().skip(offset as usize) {
-            let Some(child) = self.node(INodeNo(child)) else {
-                continue;
-            };
-            if reply.add(
-                child.attr.ino,
-                i as u64 + 1,
-                &name,
-                &TTL,
-                &child.attr,
-                Generation(0),
-            ) {
+        for (next, child, name) in self.listing(ino, node, offset) {
+            if reply.add(child.attr.ino, next, name, &TTL, &child.attr, Generation(0)) {
                 break;
             }
         }
