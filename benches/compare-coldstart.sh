@@ -10,7 +10,7 @@
 # Every store lives on one journaled ext4 loop file (benches/lib.sh). After the runs, the lazy
 # run's store is checked against a full pull's (same image, same layers, `verify` clean).
 # Run as root from the repository: ROUNDS=N (default 3), LINKS="link loopback", RATE, RTT_MS,
-# SKIFF=BINARY to use a prebuilt skiff.
+# SKIFF=BINARY to use a prebuilt skiff, ONLY=REGEX to time only the commands whose name matches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -19,6 +19,7 @@ LINK=${LINK_ADDR:-127.0.0.1:5002}
 REPO=bench/tools:1
 ROUNDS=${ROUNDS:-3}
 LINKS=${LINKS:-"link loopback"}
+ONLY=${ONLY:-}
 RATE=${RATE:-25000000}
 RTT_MS=${RTT_MS:-20}
 export CACHE
@@ -78,6 +79,7 @@ for round in $(seq 1 "$ROUNDS"); do
     [ "$link" = link ] && host=$LINK
     for entry in "${COMMANDS[@]}"; do
       name=${entry%%|*}; cmd=${entry#*|}
+      [[ -z $ONLY || $name =~ $ONLY ]] || continue
       for tool in "skiff lazy" "skiff full" podman; do
         rm -rf "$MNT/skiff"; podman rmi -a -f >/dev/null 2>&1 || true; sync
         case $tool in

@@ -74,6 +74,7 @@ fn init_logging(verbose: u8) {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(verbose >= 2);
     // A user's warnings read as messages; timestamps are for debug output.
     if verbose == 0 {
