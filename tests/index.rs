@@ -775,3 +775,122 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// The small files of a directory the payload listed are pushed from the store into the
+/// kernel's page cache once the background pull has committed their layer (counted in the
+/// helper's debug log), never before (nothing is fetched for it), and read right from there.
+fn committed_files_pushed_body() {
+    let registry = Registry::start().unwrap();
+    let client = registry.client().unwrap();
+    let small: Vec<Vec<u8>> = (0..3).map(|i| noise(100 << 10, 20 + i)).collect();
+    let image = ImageBuilder::new(Format::Oci)
+        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+        .unwrap()
+        .layer(
+            &[
+                Entry::file("data/s0", small[0].clone()),
+                Entry::file("data/s1", small[1].clone()),
+                Entry::file("data/s2", small[2].clone()),
+                // Above the size pushed.
+                Entry::file("data/big", noise(2 << 20, 30)),
+            ],
+            Compression::Gzip,
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    client.push_image("tools/through", "1", &image).unwrap();
+    let env = Env::new();
+    env.ok(&[
+        "index",
+        "push",
+        "-q",
+        &format!("{}/tools/through:1", registry.host()),
+    ]);
+    // A slow link until the payload listed /data once: the pull cannot have committed it yet.
+    let proxy = FaultProxy::start(registry.addr(), Vec::new()).unwrap();
+    proxy.set_link(skiff_test_rig::fault_proxy::Link {
+        bytes_per_sec: Some(256 << 10),
+        round_trip: std::time::Duration::ZERO,
+    });
+    let via = format!("{}/tools/through:1", proxy.host());
+    let script = "ls /data >/dev/null; echo ready; read go; ls /data; sleep 1; \
+                  cat /data/s0 /data/s1 /data/s2";
+    let mut child = Reaped(
+        env.cmd(&["run", "--rm", "-i", "--lazy", &via, "sh", "-c", script])
+            .env("RUST_LOG", "skiff::lazy=debug")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let in_store = || env.ok(&["images", "-q"]).lines().count() == 1;
+    assert!(
+        !in_store(),
+        "the pull finished before the payload opened /data/a"
+    );
+    proxy.set_link(skiff_test_rig::fault_proxy::Link::default());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !in_store() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pull never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::io::Write::write_all(&mut child.0.stdin.take().unwrap(), b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "big\n");
+    for _ in 0..3 {
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    }
+    assert_eq!(line, "big\ns0\ns1\ns2\n");
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut out, &mut rest).unwrap();
+    let status = child.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(rest == small.concat(), "{stderr}");
+    // One line per layer as its file system is unmounted.
+    let data_layer = image.layers[1].blob.digest.to_string();
+    let served: Vec<(bool, u64, u64)> = stderr
+        .lines()
+        .filter(|l| l.contains("a lazy layer served"))
+        .map(|l| {
+            let count = |key: &str| -> u64 {
+                let at = l.find(key).unwrap_or_else(|| panic!("{key} in {l}")) + key.len();
+                l[at..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            (l.contains(&data_layer), count("reads="), count("pushed="))
+        })
+        .collect();
+    assert_eq!(served.len(), 2, "{stderr}");
+    // s0, s1 and s2 once each, never big; nothing of busybox's layer (no listing there).
+    let pushed = |data: bool| served.iter().find(|s| s.0 == data).map(|s| s.2);
+    assert_eq!(pushed(true), Some(3), "{stderr}");
+    assert_eq!(pushed(false), Some(0), "{stderr}");
+}
+
+#[test]
+fn files_of_committed_layers_are_pushed_into_the_page_cache() {
+    skiff_test_rig::require_root();
+    committed_files_pushed_body();
+}
+
+rootless_test!(
+    rootless_files_of_committed_layers_are_pushed_into_the_page_cache,
+    committed_files_pushed_body,
+    env = common::rootless_env
+);

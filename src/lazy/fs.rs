@@ -15,6 +15,7 @@ use fuser::{
 };
 
 use super::LazyError;
+use super::push::{PushQueue, worth_pushing};
 use super::toc::{Kind, LayerToc, TocEntry};
 
 /// Metadata never changes: the kernel may cache it for long.
@@ -45,6 +46,8 @@ struct Node {
 
 /// One layer as a FUSE file system.
 pub(crate) struct LayerFs {
+    /// The layer's blob digest, for the log.
+    layer: String,
     nodes: Vec<Node>,
     fetch: Box<Fetch>,
     /// The prefix of overlayfs's xattrs: `trusted.` as root, `user.` with `userxattr`.
@@ -53,6 +56,11 @@ pub(crate) struct LayerFs {
     /// answers ENOSYS once and the kernel asks no more.
     has_xattrs: bool,
     contents: Mutex<Contents>,
+    /// Where the small files of a listed directory are pushed into the page cache from the
+    /// store (None: nothing is).
+    push: Option<PushQueue>,
+    /// Read requests answered (each up to 128 KiB of a file), for the log.
+    reads: std::sync::atomic::AtomicU64,
 }
 
 /// The files of a layer read so far (checked), the least recently used dropped beyond `cap`
@@ -172,7 +180,12 @@ fn file_type(kind: Kind) -> FileType {
 
 impl LayerFs {
     /// The file system of `toc`; `rootless` picks overlayfs's `user.` xattrs.
-    pub(crate) fn new(toc: &LayerToc, fetch: Box<Fetch>, rootless: bool) -> Self {
+    pub(crate) fn new(
+        toc: &LayerToc,
+        fetch: Box<Fetch>,
+        push: Option<PushQueue>,
+        rootless: bool,
+    ) -> Self {
         let root = Node {
             attr: attr(1, FileType::Directory, 0o755, None),
             entry: None,
@@ -181,11 +194,14 @@ impl LayerFs {
             opaque: false,
         };
         let mut fs = Self {
+            layer: toc.layer.to_string(),
             nodes: vec![root],
             fetch,
             xattr_prefix: if rootless { "user." } else { "trusted." },
             has_xattrs: false,
             contents: Mutex::new(Contents::new(CONTENT_BYTES)),
+            push,
+            reads: std::sync::atomic::AtomicU64::new(0),
         };
         for e in &toc.entries {
             fs.add(e);
@@ -360,6 +376,15 @@ impl Filesystem for LayerFs {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        tracing::debug!(
+            layer = %self.layer,
+            reads = *self.reads.get_mut(),
+            pushed = self.push.as_ref().map_or(0, PushQueue::pushed),
+            "a lazy layer served"
+        );
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self
             .node(parent)
@@ -410,6 +435,8 @@ impl Filesystem for LayerFs {
         let Some(entry) = self.node(ino).and_then(|n| n.entry.as_ref()) else {
             return reply.error(Errno::ENOENT);
         };
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(data) = self.contents.lock().ok().and_then(|mut c| c.get(ino.0)) {
             return reply.data(slice(&data, offset, size));
         }
@@ -497,12 +524,20 @@ impl Filesystem for LayerFs {
         let Some(node) = self.node(ino) else {
             return reply.error(Errno::ENOENT);
         };
+        let mut listed = Vec::new();
         for (next, child, name) in self.listing(ino, node, offset) {
             if reply.add(child.attr.ino, next, name, &TTL, &child.attr, Generation(0)) {
                 break;
             }
+            if let Some(e) = child.entry.as_ref().filter(|e| worth_pushing(e)) {
+                listed.push((child.attr.ino.0, e.clone()));
+            }
         }
         reply.ok();
+        // Once the kernel knows the inodes (the reply made them).
+        if let Some(push) = &self.push {
+            push.push(listed);
+        }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

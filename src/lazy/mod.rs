@@ -16,6 +16,7 @@ pub(crate) mod helper;
 pub(crate) mod inflate;
 pub(crate) mod mount;
 pub(crate) mod prefetch;
+mod push;
 pub(crate) mod toc;
 
 use std::io::{Read, Write};
@@ -630,6 +631,22 @@ impl LayerReader {
         range: std::ops::Range<u64>,
     ) -> Option<Vec<u8>> {
         use std::os::unix::fs::FileExt as _;
+        let file = self.committed_file(toc, entry)?;
+        if range.end > entry.size {
+            return None;
+        }
+        let mut content = vec![0; usize::try_from(range.end.saturating_sub(range.start)).ok()?];
+        file.read_exact_at(&mut content, range.start).ok()?;
+        Some(content)
+    }
+
+    /// The file of `entry` in its layer in the store, once the background pull committed it,
+    /// where it is a regular file of the size the index says.
+    pub(crate) fn committed_file(
+        &self,
+        toc: &LayerToc,
+        entry: &toc::TocEntry,
+    ) -> Option<std::fs::File> {
         let root = self.committed_root(&toc.diff_id)?;
         let fd = root
             .open_file(
@@ -639,12 +656,17 @@ impl LayerReader {
             .ok()?;
         let file = std::fs::File::from(fd);
         let meta = file.metadata().ok()?;
-        if !meta.is_file() || meta.len() != entry.size || range.end > entry.size {
-            return None;
-        }
-        let mut content = vec![0; usize::try_from(range.end.saturating_sub(range.start)).ok()?];
-        file.read_exact_at(&mut content, range.start).ok()?;
-        Some(content)
+        (meta.is_file() && meta.len() == entry.size).then_some(file)
+    }
+
+    /// Whether the background pull has committed layer `toc` to the store.
+    pub(crate) fn has_committed(&self, toc: &LayerToc) -> bool {
+        self.committed_root(&toc.diff_id).is_some()
+    }
+
+    /// Whether files of committed layers are read from the store.
+    pub(crate) fn reads_committed_layers(&self) -> bool {
+        self.store.is_some()
     }
 
     /// Layer `diff_id` in the store, once committed.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::LazyError;
 use super::fs::{Fetch, LayerFs};
-use super::toc::LayerToc;
+use super::toc::{LayerToc, TocEntry};
 
 /// The mounts of one lazily mounted image; dropping it unmounts the overlay, then the layers.
 pub struct LazyMount {
@@ -65,10 +65,17 @@ pub(crate) fn mount_layer(
     reader: &Arc<super::LayerReader>,
     rootless: bool,
 ) -> Result<fuser::BackgroundSession, LazyError> {
-    let (toc_for_fetch, reader) = (toc.clone(), reader.clone());
-    let layer_fetch: Box<Fetch> =
-        Box::new(move |entry, offset, size| reader.read_at(&toc_for_fetch, entry, offset, size));
-    let fs = LayerFs::new(toc, layer_fetch, rootless);
+    let (toc_for_fetch, reader_for_fetch) = (toc.clone(), reader.clone());
+    let layer_fetch: Box<Fetch> = Box::new(move |entry, offset, size| {
+        reader_for_fetch.read_at(&toc_for_fetch, entry, offset, size)
+    });
+    let (queue, work) = if reader.reads_committed_layers() {
+        let (queue, work) = super::push::channel();
+        (Some(queue), Some(work))
+    } else {
+        (None, None)
+    };
+    let fs = LayerFs::new(toc, layer_fetch, queue, rootless);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::RO,
@@ -78,7 +85,18 @@ pub(crate) fn mount_layer(
     config.n_threads = Some(SERVING_THREADS);
     // Each thread reads requests from a /dev/fuse descriptor of its own.
     config.clone_fd = true;
-    fuser::spawn_mount(fs, dir, &config).map_err(|e| failed("mounting FUSE on", dir, e))
+    let session =
+        fuser::spawn_mount(fs, dir, &config).map_err(|e| failed("mounting FUSE on", dir, e))?;
+    if let Some(work) = work {
+        let (toc, reader, toc2, reader2) =
+            (toc.clone(), reader.clone(), toc.clone(), reader.clone());
+        let layer = super::push::Layer {
+            committed: Box::new(move || reader.has_committed(&toc)),
+            file: Box::new(move |entry: &TocEntry| reader2.committed_file(&toc2, entry)),
+        };
+        work.start(session.notifier(), layer);
+    }
+    Ok(session)
 }
 
 /// Mounts `tables` (bottom layer first) at `target`, files read by `reader`.
