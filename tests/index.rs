@@ -529,13 +529,7 @@ fn run_lazy_body() {
             .spawn()
             .unwrap(),
     );
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "ready\n");
+    let _out = ready(&mut child);
     // The launcher and its forked helper share the command line; the payload has its own.
     let helpers = || {
         std::fs::read_dir("/proc")
@@ -580,10 +574,7 @@ fn run_lazy_body() {
             .spawn()
             .unwrap(),
     );
-    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    let mut out = ready(&mut child);
     nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -593,6 +584,15 @@ fn run_lazy_body() {
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     assert_eq!(rest, "written on top\n");
     assert_eq!(child.0.wait().unwrap().code(), Some(3));
+}
+
+/// The child's output, once its first line said `ready`.
+fn ready(child: &mut Reaped) -> std::io::BufReader<std::process::ChildStdout> {
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    out
 }
 
 /// How many bytes of a `size`-byte blob a request asked for.
@@ -825,14 +825,12 @@ fn committed_files_pushed_body() {
             .spawn()
             .unwrap(),
     );
-    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut out = ready(&mut child);
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line, "ready\n");
     let in_store = || env.ok(&["images", "-q"]).lines().count() == 1;
     assert!(
         !in_store(),
-        "the pull finished before the payload opened /data/a"
+        "the pull finished before the payload listed /data"
     );
     proxy.set_link(skiff_test_rig::fault_proxy::Link::default());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
