@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -60,7 +61,7 @@ pub(crate) struct LayerFs {
     /// store (None: nothing is).
     push: Option<PushQueue>,
     /// Read requests answered (each up to 128 KiB of a file), for the log.
-    reads: std::sync::atomic::AtomicU64,
+    reads: AtomicU64,
 }
 
 /// The files of a layer read so far (checked), the least recently used dropped beyond `cap`
@@ -201,7 +202,7 @@ impl LayerFs {
             has_xattrs: false,
             contents: Mutex::new(Contents::new(CONTENT_BYTES)),
             push,
-            reads: std::sync::atomic::AtomicU64::new(0),
+            reads: AtomicU64::new(0),
         };
         for e in &toc.entries {
             fs.add(e);
@@ -435,8 +436,7 @@ impl Filesystem for LayerFs {
         let Some(entry) = self.node(ino).and_then(|n| n.entry.as_ref()) else {
             return reply.error(Errno::ENOENT);
         };
-        self.reads
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reads.fetch_add(1, Ordering::Relaxed);
         if let Some(data) = self.contents.lock().ok().and_then(|mut c| c.get(ino.0)) {
             return reply.data(slice(&data, offset, size));
         }
@@ -529,7 +529,9 @@ impl Filesystem for LayerFs {
             if reply.add(child.attr.ino, next, name, &TTL, &child.attr, Generation(0)) {
                 break;
             }
-            if let Some(e) = child.entry.as_ref().filter(|e| worth_pushing(e)) {
+            if self.push.is_some()
+                && let Some(e) = child.entry.as_ref().filter(|e| worth_pushing(e))
+            {
                 listed.push((child.attr.ino.0, e.clone()));
             }
         }

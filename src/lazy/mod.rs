@@ -631,10 +631,10 @@ impl LayerReader {
         range: std::ops::Range<u64>,
     ) -> Option<Vec<u8>> {
         use std::os::unix::fs::FileExt as _;
-        let file = self.committed_file(toc, entry)?;
         if range.end > entry.size {
             return None;
         }
+        let file = self.committed_file(toc, entry)?;
         let mut content = vec![0; usize::try_from(range.end.saturating_sub(range.start)).ok()?];
         file.read_exact_at(&mut content, range.start).ok()?;
         Some(content)

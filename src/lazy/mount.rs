@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::LazyError;
 use super::fs::{Fetch, LayerFs};
-use super::toc::{LayerToc, TocEntry};
+use super::toc::LayerToc;
 
 /// The mounts of one lazily mounted image; dropping it unmounts the overlay, then the layers.
 pub struct LazyMount {
@@ -88,13 +88,7 @@ pub(crate) fn mount_layer(
     let session =
         fuser::spawn_mount(fs, dir, &config).map_err(|e| failed("mounting FUSE on", dir, e))?;
     if let Some(work) = work {
-        let (toc, reader, toc2, reader2) =
-            (toc.clone(), reader.clone(), toc.clone(), reader.clone());
-        let layer = super::push::Layer {
-            committed: Box::new(move || reader.has_committed(&toc)),
-            file: Box::new(move |entry: &TocEntry| reader2.committed_file(&toc2, entry)),
-        };
-        work.start(session.notifier(), layer);
+        work.start(session.notifier(), reader.clone(), toc.clone());
     }
     Ok(session)
 }

@@ -11,21 +11,11 @@ use std::sync::mpsc;
 
 use fuser::{INodeNo, Notifier};
 
-use super::toc::TocEntry;
+use super::LayerReader;
+use super::toc::{LayerToc, TocEntry};
 
 /// The largest file pushed: bigger ones take few reads for their size.
 pub(crate) const PUSH_MAX: u64 = 256 << 10;
-
-/// The layer in the store, once the background pull has committed it (checked then).
-pub(crate) struct Layer {
-    /// Whether it is there.
-    pub(crate) committed: Box<dyn Fn() -> bool + Send>,
-    /// The file of an entry, where it is a regular file of the size the index says.
-    pub(crate) file: Box<StoreFile>,
-}
-
-/// The file of an entry in the store.
-pub(crate) type StoreFile = dyn Fn(&TocEntry) -> Option<std::fs::File> + Send;
 
 /// The file system's end: the files of a listing to push.
 pub(crate) struct PushQueue {
@@ -66,35 +56,44 @@ impl PushQueue {
 }
 
 impl PushWork {
-    /// Pushes what is queued, on a thread of its own, until the file system is gone.
-    pub(crate) fn start(self, notifier: Notifier, layer: Layer) {
+    /// Pushes what is queued of layer `toc`, from the store `reader` reads committed layers
+    /// of, on a thread of its own, until the file system is gone.
+    pub(crate) fn start(self, notifier: Notifier, reader: Arc<LayerReader>, toc: Arc<LayerToc>) {
         let spawned = std::thread::Builder::new()
             .name("lazy-push".into())
-            .spawn(move || self.run(&notifier, &layer));
+            .spawn(move || self.run(&notifier, &reader, &toc));
         if let Err(err) = spawned {
             tracing::debug!(%err, "no thread to push files into the page cache");
         }
     }
 
-    fn run(self, notifier: &Notifier, layer: &Layer) {
+    fn run(self, notifier: &Notifier, reader: &LayerReader, toc: &LayerToc) {
         let mut done = HashSet::new();
         // Files listed and not pushed yet: all of them while the layer is not in the store.
         let mut queue: Vec<(u64, TocEntry)> = Vec::new();
         let mut data = Vec::new();
         loop {
-            match self.rx.recv_timeout(RETRY) {
+            // Nothing waiting: asleep until a listing comes (a job container may live long).
+            let next = if queue.is_empty() {
+                self.rx
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+            } else {
+                self.rx.recv_timeout(RETRY)
+            };
+            match next {
                 Ok(files) => queue.extend(files),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            if queue.is_empty() || !(layer.committed)() {
+            if queue.is_empty() || !reader.has_committed(toc) {
                 continue;
             }
             for (ino, entry) in queue.drain(..) {
                 if !done.insert(ino) {
                     continue;
                 }
-                let Some(file) = (layer.file)(&entry) else {
+                let Some(file) = reader.committed_file(toc, &entry) else {
                     continue;
                 };
                 data.clear();
