@@ -892,3 +892,9 @@ rootless_test!(
     committed_files_pushed_body,
     env = common::rootless_env
 );
+rootless_test!(
+    rootless_without_a_subuid_range_files_are_pushed_into_the_page_cache,
+    committed_files_pushed_body,
+    env = common::rootless_env,
+    user = skiff_test_rig::rootless::nosub_user
+);
