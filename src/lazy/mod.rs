@@ -527,6 +527,13 @@ fn resolve(tables: &[Arc<LayerToc>], path: &str) -> Option<String> {
     Some(done.join("/"))
 }
 
+/// How far ahead of the pull's stream of a blob a read waits for it rather than asking the
+/// link: a whole-image read (a tar of it) wants what the stream brings next, and the bytes
+/// would otherwise cross the link twice.
+const STREAM_AHEAD: u64 = 8 << 20;
+/// The longest a read waits for the pull's stream before asking the link itself.
+const STREAM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reads files of an image's layers: the chunks that hold them by Range requests on a runtime
 /// of its own, cached and shared by concurrent readers (`chunks`), each file checked against
 /// its table. While a read waits, the background pull (if any) gives way to it.
@@ -688,6 +695,13 @@ impl LayerReader {
     /// its parts, the rest by Range requests, which it keeps there in turn.
     fn fetch(&self, ranges: &[(Digest, u64, u64)]) -> Result<Vec<Vec<u8>>, LazyError> {
         let parts = self.foreground.as_deref().map(|f| &f.parts);
+        // Once the pull no longer gives way, bytes just ahead of its stream come from there.
+        if let Some(fg) = self.foreground.as_deref().filter(|f| f.heavy()) {
+            for (blob, start, end) in ranges {
+                fg.parts
+                    .wait_for_stream(blob, *start, *end, STREAM_AHEAD, STREAM_WAIT);
+            }
+        }
         let wanted: Vec<(Digest, u64, u64)> = match parts {
             Some(parts) => ranges
                 .iter()
@@ -860,5 +874,131 @@ mod tests {
             range(&lying, "usr/small", 0, 4096),
             Err(LazyError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn a_heavy_read_just_ahead_of_the_pulls_stream_waits_for_it_instead_of_fetching() {
+        use crate::registry::Foreground;
+        use std::time::Duration;
+
+        let registry = skiff_test_rig::Registry::start().unwrap();
+        let mut x = 11u64;
+        let bytes: Vec<u8> = (0..3 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let blob = skiff_test_rig::image::Blob::new(bytes.clone(), "application/octet-stream");
+        registry
+            .client()
+            .unwrap()
+            .push_blob("parts/blob", &blob)
+            .unwrap();
+        // 2 MB/s: the stream reaches the read's bytes, 2 MiB in, after about a second.
+        let proxy = skiff_test_rig::FaultProxy::start(registry.addr(), Vec::new()).unwrap();
+        proxy.set_link(skiff_test_rig::Link {
+            bytes_per_sec: Some(2_000_000),
+            round_trip: Duration::ZERO,
+        });
+        let (digest, size, host) = (Digest::of(&bytes), bytes.len() as u64, proxy.host());
+        let wanted = (2u64 << 20, (2u64 << 20) + 4096);
+        let reader_on = |fg: Arc<Foreground>| {
+            let runtime = Arc::new(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap(),
+            );
+            let client = RegistryClient::new(
+                crate::registry::Config::default(),
+                crate::registry::AuthFiles::new(Vec::new()),
+                crate::registry::RetryPolicy::default(),
+            )
+            .giving_way_to(fg.clone());
+            let place = Place {
+                hosts: vec![host.clone()],
+                registry: host.clone(),
+                repository: "parts/blob".into(),
+            };
+            (
+                LayerReader::new(runtime, client.clone(), place, Some(fg)),
+                client,
+            )
+        };
+        let requests = || -> Vec<Option<String>> {
+            proxy
+                .requests()
+                .into_iter()
+                .filter(|r| r.path.contains(&digest.to_string()))
+                .map(|r| r.range)
+                .collect()
+        };
+
+        // The payload reads heavily (the pull no longer gives way) while the pull streams.
+        let fg = Arc::new(Foreground::with_quiet(Duration::ZERO, Duration::ZERO).heavy_from(0, 0));
+        let (reader, client) = reader_on(fg.clone());
+        let puller = std::thread::spawn({
+            let host = host.clone();
+            move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+                    let hosts = [host.clone()];
+                    let fetch = client.blob(
+                        &hosts,
+                        &host,
+                        "parts/blob",
+                        &digest,
+                        Some(size),
+                        size,
+                        tx,
+                        |_| {},
+                    );
+                    let collect = async {
+                        let mut out = Vec::new();
+                        while let Some(chunk) = rx.recv().await {
+                            out.extend_from_slice(&chunk);
+                        }
+                        out
+                    };
+                    let (done, out) = tokio::join!(fetch, collect);
+                    done.unwrap();
+                    out
+                })
+            }
+        });
+        let begun = std::time::Instant::now();
+        while fg.parts.end_from(&digest, 0).is_none() {
+            assert!(
+                begun.elapsed() < Duration::from_secs(30),
+                "the stream never began"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            !fg.parts.missing(&digest, wanted.0, wanted.1).is_empty(),
+            "the stream got there before the read"
+        );
+        let got = reader.fetch(&[(digest, wanted.0, wanted.1)]).unwrap();
+        assert!(got[0] == bytes[wanted.0 as usize..wanted.1 as usize]);
+        assert!(puller.join().unwrap() == bytes);
+        // One request, the stream's, uncut: the read's bytes crossed the link once.
+        assert_eq!(requests(), [None]);
+
+        // With no stream running, the same read asks the link for its bytes.
+        let fg = Arc::new(Foreground::with_quiet(Duration::ZERO, Duration::ZERO).heavy_from(0, 0));
+        let (reader, _) = reader_on(fg);
+        let got = reader.fetch(&[(digest, wanted.0, wanted.1)]).unwrap();
+        assert!(got[0] == bytes[wanted.0 as usize..wanted.1 as usize]);
+        assert_eq!(
+            requests()[1..],
+            [Some(format!("bytes={}-{}", wanted.0, wanted.1 - 1))]
+        );
     }
 }

@@ -97,6 +97,8 @@ impl RegistryClient {
                 .map(|f| &f.parts)
                 .filter(|_| size.is_some()),
         };
+        // Reads waiting for this stream stop waiting when it ends, however it ends.
+        let _ended = fetch.parts.map(|parts| StreamEnded(parts, digest));
         let mut failures = 0u32;
         loop {
             if fetch.parts.is_some() {
@@ -151,6 +153,15 @@ struct BlobFetch<'a> {
     parts: Option<&'a BlobParts>,
 }
 
+/// Tells the parts that a blob's stream has ended when dropped.
+struct StreamEnded<'a>(&'a BlobParts, &'a Digest);
+
+impl Drop for StreamEnded<'_> {
+    fn drop(&mut self) {
+        self.0.stream_ended(self.1);
+    }
+}
+
 /// The most bytes of kept parts sent to the sink at once.
 const PART_PIECE: u64 = 1 << 20;
 
@@ -192,6 +203,7 @@ impl BlobFetch<'_> {
                 return true;
             };
             self.offset = stop;
+            parts.stream_at(self.digest, stop);
             progress(bytes.len() as u64);
             if sink.send(Bytes::from(bytes)).await.is_err() {
                 return false;
@@ -290,7 +302,7 @@ impl BlobFetch<'_> {
             }
             progress(chunk.len() as u64);
             if let Some(parts) = self.parts {
-                parts.record(self.digest, start, &chunk);
+                parts.record_streamed(self.digest, start, &chunk);
             }
             if sink.send(chunk).await.is_err() {
                 return Ok(StreamEnd::SinkClosed);

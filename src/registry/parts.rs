@@ -5,12 +5,18 @@
 //! a map of byte ranges says which are there. Everything here is best effort: a write that fails
 //! (a full disk) only means the bytes are not shared, and the full pull still checks the whole
 //! blob against its digest.
+//!
+//! A read that wants bytes just ahead of where the pull's stream of that blob has got to waits
+//! for the stream ([`BlobParts::wait_for_stream`]) instead of asking the link for them a second
+//! time: the stream then stops where the read's bytes begin, and their bytes would cross the
+//! link twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::Digest;
 
@@ -74,6 +80,8 @@ impl Ranges {
 struct Blob {
     file: File,
     have: Ranges,
+    /// Where the pull's stream of this blob has got to, while one runs.
+    front: Option<u64>,
 }
 
 /// The fetched parts of a lazy run's blobs.
@@ -82,6 +90,8 @@ pub(crate) struct BlobParts {
     /// Where the temporary files go (`None`: the system's temporary directory).
     dir: Option<PathBuf>,
     blobs: Mutex<HashMap<Digest, Blob>>,
+    /// Signalled whenever bytes are kept or a stream ends.
+    arrived: Condvar,
 }
 
 impl std::fmt::Debug for BlobParts {
@@ -97,6 +107,7 @@ impl BlobParts {
         Self {
             dir: Some(dir),
             blobs: Mutex::default(),
+            arrived: Condvar::new(),
         }
     }
 
@@ -108,27 +119,95 @@ impl BlobParts {
 
     /// Keeps `bytes`, found at `start` of `blob`.
     pub(crate) fn record(&self, blob: &Digest, start: u64, bytes: &[u8]) {
-        let mut blobs = self.lock();
-        if !blobs.contains_key(blob) {
-            let file = match &self.dir {
-                Some(dir) => tempfile::tempfile_in(dir),
-                None => tempfile::tempfile(),
+        self.keep(blob, start, bytes, false);
+    }
+
+    /// Keeps `bytes`, found at `start` of `blob` by the pull's stream, which has got to
+    /// their end.
+    pub(crate) fn record_streamed(&self, blob: &Digest, start: u64, bytes: &[u8]) {
+        self.keep(blob, start, bytes, true);
+    }
+
+    fn keep(&self, blob: &Digest, start: u64, bytes: &[u8], streamed: bool) {
+        let end = start + bytes.len() as u64;
+        {
+            let mut blobs = self.lock();
+            if !blobs.contains_key(blob) {
+                let file = match &self.dir {
+                    Some(dir) => tempfile::tempfile_in(dir),
+                    None => tempfile::tempfile(),
+                };
+                let Ok(file) = file else { return };
+                blobs.insert(
+                    *blob,
+                    Blob {
+                        file,
+                        have: Ranges::default(),
+                        front: None,
+                    },
+                );
+            }
+            let Some(entry) = blobs.get_mut(blob) else {
+                return;
             };
-            let Ok(file) = file else { return };
-            blobs.insert(
-                *blob,
-                Blob {
-                    file,
-                    have: Ranges::default(),
-                },
-            );
+            // Written before it is marked: a reader never sees a range whose bytes are not there.
+            if entry.file.write_all_at(bytes, start).is_ok() {
+                entry.have.insert(start, end);
+            }
+            if streamed {
+                entry.front = Some(end);
+            }
         }
-        let Some(entry) = blobs.get_mut(blob) else {
-            return;
-        };
-        // Written before it is marked: a reader never sees a range whose bytes are not there.
-        if entry.file.write_all_at(bytes, start).is_ok() {
-            entry.have.insert(start, start + bytes.len() as u64);
+        self.arrived.notify_all();
+    }
+
+    /// The pull's stream of `blob` has got to `at` (it sent kept bytes up to there).
+    pub(crate) fn stream_at(&self, blob: &Digest, at: u64) {
+        if let Some(entry) = self.lock().get_mut(blob) {
+            entry.front = Some(at);
+        }
+        self.arrived.notify_all();
+    }
+
+    /// The pull's stream of `blob` has ended (complete, failed or abandoned).
+    pub(crate) fn stream_ended(&self, blob: &Digest) {
+        if let Some(entry) = self.lock().get_mut(blob) {
+            entry.front = None;
+        }
+        self.arrived.notify_all();
+    }
+
+    /// Waits while the first byte of `[start, end)` of `blob` not kept lies at most `ahead`
+    /// bytes past where the pull's stream of it has got to, at most `limit` in all: the stream
+    /// brings it soon, without a second trip over the link. Returns at once where no stream
+    /// runs, or the bytes lie behind or far ahead of it.
+    pub(crate) fn wait_for_stream(
+        &self,
+        blob: &Digest,
+        start: u64,
+        end: u64,
+        ahead: u64,
+        limit: Duration,
+    ) {
+        let deadline = Instant::now() + limit;
+        let mut blobs = self.lock();
+        loop {
+            let Some(b) = blobs.get(blob) else { return };
+            let Some(front) = b.front else { return };
+            let Some(&(first, _)) = b.have.missing(start, end).first() else {
+                return;
+            };
+            if first < front || first - front > ahead {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            blobs = match self.arrived.wait_timeout(blobs, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
         }
     }
 
@@ -214,5 +293,54 @@ mod tests {
         assert_eq!(parts.next_start(&blob, 8), Some(10));
         // Nothing is left on disk: the files have no name.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_read_waits_only_for_bytes_just_ahead_of_a_running_stream() {
+        let parts = std::sync::Arc::new(BlobParts::default());
+        let blob = Digest::of(b"blob");
+        let long = Duration::from_secs(30);
+        // No stream: nothing to wait for.
+        let start = Instant::now();
+        parts.wait_for_stream(&blob, 0, 10, 100, long);
+        parts.record(&blob, 0, b"0123");
+        parts.wait_for_stream(&blob, 8, 10, 100, long);
+        assert!(start.elapsed() < long);
+        // The stream has got to 4: bytes 8-10 come within 100 bytes, 200-210 do not.
+        parts.record_streamed(&blob, 0, b"0123");
+        parts.wait_for_stream(&blob, 200, 210, 100, long);
+        parts.wait_for_stream(&blob, 0, 4, 100, long);
+        assert!(start.elapsed() < long);
+        let streamer = std::thread::spawn({
+            let parts = parts.clone();
+            move || {
+                for at in (4..12).step_by(2) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    parts.record_streamed(&blob, at, b"xy");
+                }
+            }
+        });
+        parts.wait_for_stream(&blob, 8, 10, 100, long);
+        assert!(
+            parts.missing(&blob, 0, 10).is_empty(),
+            "returned before the bytes came"
+        );
+        streamer.join().unwrap();
+        // A stream that ends wakes the waiting read, which then asks for the bytes itself.
+        let waiter = std::thread::spawn({
+            let parts = parts.clone();
+            move || parts.wait_for_stream(&blob, 20, 30, 100, long)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !waiter.is_finished(),
+            "bytes 20-30 are 8 past the stream's front"
+        );
+        parts.stream_ended(&blob);
+        waiter.join().unwrap();
+        assert!(start.elapsed() < long);
+        // A stream that stalls is waited for no longer than the limit.
+        parts.stream_at(&blob, 12);
+        parts.wait_for_stream(&blob, 20, 30, 100, Duration::from_millis(50));
     }
 }
