@@ -881,22 +881,7 @@ mod tests {
         use crate::registry::Foreground;
         use std::time::Duration;
 
-        let registry = skiff_test_rig::Registry::start().unwrap();
-        let mut x = 11u64;
-        let bytes: Vec<u8> = (0..3 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        let blob = skiff_test_rig::image::Blob::new(bytes.clone(), "application/octet-stream");
-        registry
-            .client()
-            .unwrap()
-            .push_blob("parts/blob", &blob)
-            .unwrap();
+        let (registry, bytes) = crate::registry::registry_with_blob(11);
         // 2 MB/s: the stream reaches the read's bytes, 2 MiB in, after about a second.
         let proxy = skiff_test_rig::FaultProxy::start(registry.addr(), Vec::new()).unwrap();
         proxy.set_link(skiff_test_rig::Link {
@@ -923,10 +908,7 @@ mod tests {
                 registry: host.clone(),
                 repository: "parts/blob".into(),
             };
-            (
-                LayerReader::new(runtime, client.clone(), place, Some(fg)),
-                client,
-            )
+            LayerReader::new(runtime, client, place, Some(fg))
         };
         let requests = || -> Vec<Option<String>> {
             proxy
@@ -939,39 +921,10 @@ mod tests {
 
         // The payload reads heavily (the pull no longer gives way) while the pull streams.
         let fg = Arc::new(Foreground::with_quiet(Duration::ZERO, Duration::ZERO).heavy_from(0, 0));
-        let (reader, client) = reader_on(fg.clone());
+        let reader = reader_on(fg.clone());
         let puller = std::thread::spawn({
-            let host = host.clone();
-            move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-                    let hosts = [host.clone()];
-                    let fetch = client.blob(
-                        &hosts,
-                        &host,
-                        "parts/blob",
-                        &digest,
-                        Some(size),
-                        size,
-                        tx,
-                        |_| {},
-                    );
-                    let collect = async {
-                        let mut out = Vec::new();
-                        while let Some(chunk) = rx.recv().await {
-                            out.extend_from_slice(&chunk);
-                        }
-                        out
-                    };
-                    let (done, out) = tokio::join!(fetch, collect);
-                    done.unwrap();
-                    out
-                })
-            }
+            let (host, fg) = (host.clone(), fg.clone());
+            move || crate::registry::stream_test_blob(&host, &digest, size, fg)
         });
         let begun = std::time::Instant::now();
         while fg.parts.end_from(&digest, 0).is_none() {
@@ -993,7 +946,7 @@ mod tests {
 
         // With no stream running, the same read asks the link for its bytes.
         let fg = Arc::new(Foreground::with_quiet(Duration::ZERO, Duration::ZERO).heavy_from(0, 0));
-        let (reader, _) = reader_on(fg);
+        let reader = reader_on(fg);
         let got = reader.fetch(&[(digest, wanted.0, wanted.1)]).unwrap();
         assert!(got[0] == bytes[wanted.0 as usize..wanted.1 as usize]);
         assert_eq!(

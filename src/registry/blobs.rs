@@ -320,16 +320,16 @@ impl BlobFetch<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
     use crate::registry::{AuthFiles, Config, Foreground, RetryPolicy};
 
-    /// Streams `digest` of `repository` at `host` through a client whose foreground keeps
-    /// `fg`'s parts; the bytes the sink got.
-    fn stream(host: &str, digest: &Digest, size: u64, fg: Arc<Foreground>) -> Vec<u8> {
+    /// Streams `digest` of repository `parts/blob` at `host` through a client whose
+    /// foreground keeps `fg`'s parts; the bytes the sink got.
+    pub(crate) fn stream(host: &str, digest: &Digest, size: u64, fg: Arc<Foreground>) -> Vec<u8> {
         let client = RegistryClient::new(
             Config::default(),
             AuthFiles::new(Vec::new()),
@@ -366,10 +366,10 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_stream_takes_the_kept_parts_and_asks_only_for_the_rest() {
+    /// A registry holding 3 MiB of pseudo-random bytes (from `seed`) as blob `parts/blob`.
+    pub(crate) fn registry_with_blob(seed: u64) -> (skiff_test_rig::Registry, Vec<u8>) {
         let registry = skiff_test_rig::Registry::start().unwrap();
-        let mut x = 7u64;
+        let mut x = seed;
         let bytes: Vec<u8> = (0..3 << 20)
             .map(|_| {
                 x ^= x << 13;
@@ -384,6 +384,12 @@ mod tests {
             .unwrap()
             .push_blob("parts/blob", &blob)
             .unwrap();
+        (registry, bytes)
+    }
+
+    #[test]
+    fn a_stream_takes_the_kept_parts_and_asks_only_for_the_rest() {
+        let (registry, bytes) = registry_with_blob(7);
         let proxy = skiff_test_rig::FaultProxy::start(registry.addr(), Vec::new()).unwrap();
         let digest = Digest::of(&bytes);
         let size = bytes.len() as u64;

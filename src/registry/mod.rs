@@ -3,6 +3,8 @@
 
 pub(crate) mod auth;
 mod blobs;
+#[cfg(test)]
+pub(crate) use blobs::tests::{registry_with_blob, stream as stream_test_blob};
 mod client;
 pub(crate) mod config;
 pub(crate) mod credentials;
