@@ -130,10 +130,33 @@ fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i
     let mut done = std::fs::File::from(done);
     let _ = done.read(&mut [0u8; 1]);
     let _ = done.as_raw_fd();
-    for session in sessions {
-        let _ = session.umount_and_join();
-    }
+    end_sessions(dirs, sessions);
     0
+}
+
+/// How long the helper waits for its file systems to end once the run is over.
+const END_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Detaches each layer's mount and waits, up to [`END_WAIT`], for its file system to end: the
+/// container's mount namespace holds a copy of each mount, which keeps it alive until the
+/// kernel releases that namespace, a moment after the container ended (by then the launcher
+/// may have removed the mount points). Exiting before the end loses it (the serving threads
+/// are not joined, the layer's last log line not written).
+fn end_sessions(dirs: &[PathBuf], sessions: Vec<fuser::BackgroundSession>) {
+    for dir in dirs {
+        // Already gone (ENOENT, EINVAL) is fine: the join below is what waits.
+        let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+    }
+    let (ended, end) = std::sync::mpsc::channel();
+    let joiner = std::thread::Builder::new().spawn(move || {
+        for session in sessions {
+            let _ = session.join();
+        }
+        let _ = ended.send(());
+    });
+    if joiner.is_ok() && end.recv_timeout(END_WAIT).is_err() {
+        tracing::debug!("the lazy layers' file systems had not ended; leaving them");
+    }
 }
 
 /// Builds the reader, starts the prefetch, mounts the layers.
