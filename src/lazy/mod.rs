@@ -531,7 +531,8 @@ fn resolve(tables: &[Arc<LayerToc>], path: &str) -> Option<String> {
 /// link: a whole-image read (a tar of it) wants what the stream brings next, and the bytes
 /// would otherwise cross the link twice.
 const STREAM_AHEAD: u64 = 8 << 20;
-/// The longest a read waits for the pull's stream before asking the link itself.
+/// The longest a read (all its ranges) waits for the pull's streams before asking the link
+/// itself.
 const STREAM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads files of an image's layers: the chunks that hold them by Range requests on a runtime
@@ -697,9 +698,10 @@ impl LayerReader {
         let parts = self.foreground.as_deref().map(|f| &f.parts);
         // Once the pull no longer gives way, bytes just ahead of its stream come from there.
         if let Some(fg) = self.foreground.as_deref().filter(|f| f.heavy()) {
+            let deadline = std::time::Instant::now() + STREAM_WAIT;
             for (blob, start, end) in ranges {
                 fg.parts
-                    .wait_for_stream(blob, *start, *end, STREAM_AHEAD, STREAM_WAIT);
+                    .wait_for_stream(blob, *start, *end, STREAM_AHEAD, deadline);
             }
         }
         let wanted: Vec<(Digest, u64, u64)> = match parts {

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::Digest;
 
@@ -178,18 +178,17 @@ impl BlobParts {
     }
 
     /// Waits while the first byte of `[start, end)` of `blob` not kept lies at most `ahead`
-    /// bytes past where the pull's stream of it has got to, at most `limit` in all: the stream
-    /// brings it soon, without a second trip over the link. Returns at once where no stream
-    /// runs, or the bytes lie behind or far ahead of it.
+    /// bytes past where the pull's stream of it has got to, until `deadline` at the latest:
+    /// the stream brings it soon, without a second trip over the link. Returns at once where
+    /// no stream runs, or the bytes lie behind or far ahead of it.
     pub(crate) fn wait_for_stream(
         &self,
         blob: &Digest,
         start: u64,
         end: u64,
         ahead: u64,
-        limit: Duration,
+        deadline: Instant,
     ) {
-        let deadline = Instant::now() + limit;
         let mut blobs = self.lock();
         loop {
             let Some(b) = blobs.get(blob) else { return };
@@ -248,6 +247,8 @@ impl BlobParts {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -299,18 +300,17 @@ mod tests {
     fn a_read_waits_only_for_bytes_just_ahead_of_a_running_stream() {
         let parts = std::sync::Arc::new(BlobParts::default());
         let blob = Digest::of(b"blob");
-        let long = Duration::from_secs(30);
+        let long = Instant::now() + Duration::from_secs(30);
         // No stream: nothing to wait for.
-        let start = Instant::now();
         parts.wait_for_stream(&blob, 0, 10, 100, long);
         parts.record(&blob, 0, b"0123");
         parts.wait_for_stream(&blob, 8, 10, 100, long);
-        assert!(start.elapsed() < long);
+        assert!(Instant::now() < long);
         // The stream has got to 4: bytes 8-10 come within 100 bytes, 200-210 do not.
         parts.record_streamed(&blob, 0, b"0123");
         parts.wait_for_stream(&blob, 200, 210, 100, long);
         parts.wait_for_stream(&blob, 0, 4, 100, long);
-        assert!(start.elapsed() < long);
+        assert!(Instant::now() < long);
         let streamer = std::thread::spawn({
             let parts = parts.clone();
             move || {
@@ -338,9 +338,15 @@ mod tests {
         );
         parts.stream_ended(&blob);
         waiter.join().unwrap();
-        assert!(start.elapsed() < long);
+        assert!(Instant::now() < long);
         // A stream that stalls is waited for no longer than the limit.
         parts.stream_at(&blob, 12);
-        parts.wait_for_stream(&blob, 20, 30, 100, Duration::from_millis(50));
+        parts.wait_for_stream(
+            &blob,
+            20,
+            30,
+            100,
+            Instant::now() + Duration::from_millis(50),
+        );
     }
 }
