@@ -612,10 +612,11 @@ fn killed_monitor() {
     wait_until("the payload to die", || {
         processes_with(&marker(4)).is_empty()
     });
-    assert_eq!(
-        ok(&env, &["ps", "-a", "--format", "{{.Names}} {{.State}}"]),
-        "orphan exited\n"
-    );
+    // The init of the container's pid namespace outlives its children by a moment (it is
+    // still exiting when they are gone): until then `ps` rightly sees it running.
+    wait_until("ps to see the container exited", || {
+        ok(&env, &["ps", "-a", "--format", "{{.Names}} {{.State}}"]) == "orphan exited\n"
+    });
     ok(&env, &["rm", "orphan"]);
     assert_gone(&env, &id, &marker(4));
 }
