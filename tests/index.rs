@@ -570,7 +570,7 @@ fn run_lazy_body() {
             // Its own process group, which the Ctrl-C below reaches whole, as a terminal's.
             .process_group(0)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(third.dir.path().join("ctrl-c.err")).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -582,8 +582,10 @@ fn run_lazy_body() {
     .unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    assert_eq!(rest, "written on top\n");
-    assert_eq!(child.0.wait().unwrap().code(), Some(3));
+    let code = child.0.wait().unwrap().code();
+    let stderr = std::fs::read_to_string(third.dir.path().join("ctrl-c.err")).unwrap_or_default();
+    assert_eq!(rest, "written on top\n", "exit {code:?}: {stderr}");
+    assert_eq!(code, Some(3), "{stderr}");
 }
 
 /// The child's output, once its first line said `ready`.

@@ -668,6 +668,60 @@ rootless_test!(
     env = common::rootless_env
 );
 
+/// `skiff ARGS` started as a script starts a command in the background (SIGINT and SIGQUIT
+/// ignored): its stdout.
+fn skiff_ignoring_int_and_quit(env: &RunEnv, args: &[&str]) -> String {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = env.cmd(args);
+    // SAFETY: between fork and exec, signal(2) setting SIG_IGN only changes the child's
+    // dispositions.
+    unsafe {
+        cmd.pre_exec(|| {
+            use nix::sys::signal::{SigHandler, Signal, signal};
+            signal(Signal::SIGINT, SigHandler::SigIgn)?;
+            signal(Signal::SIGQUIT, SigHandler::SigIgn)?;
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "skiff {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The payload starts with no signal ignored or blocked, as docker's do, whatever skiff itself
+/// ignores (SIGPIPE, as every Rust program; SIGINT and SIGQUIT in a script's background job,
+/// where a payload's `trap ... INT` would otherwise do nothing): in a run and in an exec.
+fn payload_signals_are_default_body() {
+    let env = RunEnv::new();
+    let img = env.busybox();
+    let status = ["grep", "^Sig[IB]", "/proc/self/status"];
+    let default = "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n";
+    let mut run = vec!["run", "--rm", &img];
+    run.extend(status);
+    assert_eq!(skiff_ignoring_int_and_quit(&env, &run), default);
+
+    common::Env::ok(&env, &["run", "-d", "--name", "sig", &img, "sleep", "1000"]);
+    let mut exec = vec!["exec", "sig"];
+    exec.extend(status);
+    assert_eq!(skiff_ignoring_int_and_quit(&env, &exec), default);
+    common::Env::ok(&env, &["rm", "-f", "sig"]);
+}
+
+#[test]
+fn payload_signals_are_default() {
+    require_root();
+    payload_signals_are_default_body();
+}
+rootless_test!(
+    rootless_payload_signals_are_default,
+    payload_signals_are_default_body,
+    env = common::rootless_env
+);
+
 #[test]
 fn stdin_is_closed_unless_interactive() {
     require_root();

@@ -54,6 +54,44 @@ fn is_executable_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Gives every signal its default action, as docker's payloads have: an ignored signal stays
+/// ignored across exec, and skiff's own must not reach the payload (SIGPIPE, which Rust
+/// ignores; SIGINT and SIGQUIT when skiff was started in the background of a script, where a
+/// shell ignores them — the payload's `trap ... INT` then does nothing; 32, which glibc keeps
+/// for itself, so the raw system call).
+fn default_signal_actions() {
+    /// The kernel's `struct sigaction` (x86_64, aarch64): SIG_DFL is all zeros.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for signal in 1..=libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction(2) reads the action from a live struct of the kernel's layout
+        // and size (8-byte mask); SIG_DFL installs no handler code.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &raw const default,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+}
+
 impl Executor for PayloadExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         let args = spec
@@ -94,6 +132,7 @@ impl Executor for PayloadExecutor {
         {
             fail(EXIT_SKIFF_FAILED, &format!("seccomp: {e}"));
         }
+        default_signal_actions();
         // With --init, this process stays PID 1 (filtered, as docker's init is) and a child
         // goes on.
         super::init::fork_if_requested(spec);
