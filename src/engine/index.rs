@@ -94,7 +94,6 @@ impl Engine {
             &tables,
             &std::sync::Arc::new(reader),
             target,
-            false,
         )?)
     }
 }
@@ -152,7 +151,7 @@ impl LazyImage {
 }
 
 impl crate::launch::LazyLayers for LazyImage {
-    fn serve(&mut self, dirs: &[std::path::PathBuf]) -> Result<(), crate::launch::RunError> {
+    fn serve(&mut self, dir: &std::path::Path) -> Result<(), crate::launch::RunError> {
         let engine = self.engine.clone();
         let place = self.place.clone();
         let reference = self.reference.clone();
@@ -212,12 +211,11 @@ impl crate::launch::LazyLayers for LazyImage {
         let work = lazy::helper::HelperWork {
             reader,
             tables: self.tables.clone(),
-            rootless: self.engine.rootless,
             background,
             commands: self.commands.clone(),
             path: self.path.clone(),
         };
-        let helper = lazy::helper::Helper::spawn(dirs, work)
+        let helper = lazy::helper::Helper::spawn(dir, work)
             .map_err(|e| crate::launch::RunError::Launch(crate::error_chain(&e)))?;
         self.helper = Some(helper);
         Ok(())

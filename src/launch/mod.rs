@@ -20,7 +20,7 @@ mod stdio;
 
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rootfs_cache::{ImageRecord, OverlayXattrs, Store, StoreError};
@@ -480,11 +480,11 @@ impl Assembled {
     }
 }
 
-/// An image's layers served from elsewhere than the store (lazy start): mounted on demand at
-/// directories of the run, in the run's mount namespace.
+/// An image's layers served from elsewhere than the store (lazy start): their merged tree
+/// mounted on demand at a directory of the run, in the run's mount namespace.
 pub(crate) trait LazyLayers {
-    /// Mounts the image's layers (bottom first) at `dirs`; returns once they are there.
-    fn serve(&mut self, dirs: &[PathBuf]) -> Result<(), RunError>;
+    /// Mounts the image's tree at `dir`; returns once it is there.
+    fn serve(&mut self, dir: &Path) -> Result<(), RunError>;
 }
 
 /// Holds the image's layers for a new run and mounts them as its overlay rootfs: the store's
@@ -503,18 +503,14 @@ fn assemble_rootfs(
     let mut userxattr = rootless;
     let lowers: Vec<PathBuf> = match lazy {
         Some(lazy) => {
-            let dirs: Vec<PathBuf> = (0..diff_ids.len())
-                .map(|i| dir.join(format!("lazy-{i}")))
-                .collect();
-            for d in &dirs {
-                std::fs::create_dir(d).map_err(|source| RunError::Io {
-                    op: "creating",
-                    path: d.clone(),
-                    source,
-                })?;
-            }
-            lazy.serve(&dirs)?;
-            dirs.into_iter().rev().collect()
+            let lazy_dir = dir.join("lazy");
+            std::fs::create_dir(&lazy_dir).map_err(|source| RunError::Io {
+                op: "creating",
+                path: lazy_dir.clone(),
+                source,
+            })?;
+            lazy.serve(&lazy_dir)?;
+            vec![lazy_dir]
         }
         None => {
             for d in &diff_ids {

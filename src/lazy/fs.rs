@@ -1,9 +1,12 @@
-//! A layer served from its table: a read-only FUSE file system whose metadata comes from the
-//! index and whose file contents are fetched on first read (by the `fetch` given to it, which
-//! checks each file against the table's digest), laid out as overlayfs wants a lower layer:
-//! whiteouts as 0/0 character devices, opaque directories marked with the overlay xattr.
+//! An image served from its layers' tables: one read-only FUSE file system holding the image's
+//! merged tree (each layer applied over the ones below: whiteouts delete, opaque directories
+//! hide what is below them), its metadata from the index and each file's contents fetched from
+//! its own layer on first read (by that layer's `fetch`, which checks the file against the
+//! table's digest). One file system rather than one per layer under overlayfs: overlayfs asks
+//! every layer holding a directory for each name looked up in it and lists each of them to its
+//! end, requests that answer nothing (ENOENT, empty listings) and each cost a round trip.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,35 +39,42 @@ pub(crate) enum Content {
 /// Fetches `size` bytes at `offset` of a file: the checked whole file, or just those bytes.
 pub(crate) type Fetch = dyn Fn(&TocEntry, u64, u32) -> Result<Content, LazyError> + Send + Sync;
 
-struct Node {
-    attr: FileAttr,
-    /// The table entry (None: a directory the table only implies, or a whiteout).
-    entry: Option<TocEntry>,
-    parent: u64,
-    children: BTreeMap<OsString, u64>,
-    opaque: bool,
+/// One layer of the image: its table, where its files' bytes come from, and where its small
+/// files are pushed into the page cache from the store (None: nothing is).
+pub(crate) struct Layer {
+    pub(crate) toc: Arc<LayerToc>,
+    pub(crate) fetch: Box<Fetch>,
+    pub(crate) push: Option<PushQueue>,
 }
 
-/// One layer as a FUSE file system.
-pub(crate) struct LayerFs {
-    /// The layer's blob digest, for the log.
-    layer: String,
-    nodes: Vec<Node>,
-    fetch: Box<Fetch>,
-    /// The prefix of overlayfs's xattrs: `trusted.` as root, `user.` with `userxattr`.
-    xattr_prefix: &'static str,
-    /// Whether any entry has an xattr (or a directory is opaque): where none has, `getxattr`
-    /// answers ENOSYS once and the kernel asks no more.
-    has_xattrs: bool,
-    contents: Mutex<Contents>,
-    /// Where the small files of a listed directory are pushed into the page cache from the
-    /// store (None: nothing is).
-    push: Option<PushQueue>,
-    /// Read requests answered (each up to 128 KiB of a file), for the log.
+/// A layer as served: [`Layer`] and its read requests answered (each up to 128 KiB of a
+/// file), for the log.
+struct Served {
+    layer: Layer,
     reads: AtomicU64,
 }
 
-/// The files of a layer read so far (checked), the least recently used dropped beyond `cap`
+struct Node {
+    attr: FileAttr,
+    /// The table entry (None: a directory the table only implies).
+    entry: Option<TocEntry>,
+    /// The layer the entry comes from (its contents are that layer's).
+    layer: usize,
+    parent: u64,
+    children: BTreeMap<OsString, u64>,
+}
+
+/// The image as a FUSE file system.
+pub(crate) struct ImageFs {
+    layers: Vec<Served>,
+    nodes: Vec<Node>,
+    /// Whether any entry has an xattr: where none has, `getxattr` answers ENOSYS once and the
+    /// kernel asks no more.
+    has_xattrs: bool,
+    contents: Mutex<Contents>,
+}
+
+/// The files read so far (checked), the least recently used dropped beyond `cap`
 /// bytes: the kernel's page cache keeps what the payload reads again, and a file asked for
 /// again is read again.
 struct Contents {
@@ -76,8 +86,8 @@ struct Contents {
     cap: usize,
 }
 
-/// What a layer keeps of the files read.
-const CONTENT_BYTES: usize = 64 << 20;
+/// What the file system keeps of the files read.
+const CONTENT_BYTES: usize = 128 << 20;
 
 impl Contents {
     fn new(cap: usize) -> Self {
@@ -132,9 +142,10 @@ fn slice(data: &[u8], offset: u64, size: u32) -> &[u8] {
     &data[start..end]
 }
 
-impl std::fmt::Debug for LayerFs {
+impl std::fmt::Debug for ImageFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayerFs")
+        f.debug_struct("ImageFs")
+            .field("layers", &self.layers.len())
             .field("nodes", &self.nodes.len())
             .finish_non_exhaustive()
     }
@@ -179,38 +190,33 @@ fn file_type(kind: Kind) -> FileType {
     }
 }
 
-impl LayerFs {
-    /// The file system of `toc`; `rootless` picks overlayfs's `user.` xattrs.
-    pub(crate) fn new(
-        toc: &LayerToc,
-        fetch: Box<Fetch>,
-        push: Option<PushQueue>,
-        rootless: bool,
-    ) -> Self {
+impl ImageFs {
+    /// The file system of `layers` (bottom first).
+    pub(crate) fn new(layers: Vec<Layer>) -> Self {
         let root = Node {
             attr: attr(1, FileType::Directory, 0o755, None),
             entry: None,
+            layer: 0,
             parent: 1,
             children: BTreeMap::new(),
-            opaque: false,
         };
         let mut fs = Self {
-            layer: toc.layer.to_string(),
+            layers: Vec::with_capacity(layers.len()),
             nodes: vec![root],
-            fetch,
-            xattr_prefix: if rootless { "user." } else { "trusted." },
             has_xattrs: false,
             contents: Mutex::new(Contents::new(CONTENT_BYTES)),
-            push,
-            reads: AtomicU64::new(0),
         };
-        for e in &toc.entries {
-            fs.add(e);
+        for (i, layer) in layers.into_iter().enumerate() {
+            fs.apply(i, &layer.toc);
+            fs.layers.push(Served {
+                layer,
+                reads: AtomicU64::new(0),
+            });
         }
         fs.has_xattrs = fs
             .nodes
             .iter()
-            .any(|n| n.opaque || n.entry.as_ref().is_some_and(|e| !e.xattrs.is_empty()));
+            .any(|n| n.entry.as_ref().is_some_and(|e| !e.xattrs.is_empty()));
         fs
     }
 
@@ -221,101 +227,153 @@ impl LayerFs {
             .and_then(|i| self.nodes.get(i))
     }
 
-    /// The directory at `path`, made (0755, root's) where the table only implies it.
-    fn dir(&mut self, path: &str) -> u64 {
-        let mut ino = 1;
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            let next = self.nodes[ino as usize - 1]
-                .children
-                .get(OsStr::new(part))
-                .copied();
-            ino = match next {
-                Some(child) => child,
-                None => self.insert(ino, part, attr(0, FileType::Directory, 0o755, None), None),
-            };
-        }
-        ino
+    fn node_mut(&mut self, ino: u64) -> &mut Node {
+        &mut self.nodes[ino as usize - 1]
     }
 
-    fn insert(&mut self, parent: u64, name: &str, mut a: FileAttr, e: Option<TocEntry>) -> u64 {
-        let ino = self.nodes.len() as u64 + 1;
-        a.ino = INodeNo(ino);
-        self.nodes.push(Node {
-            attr: a,
-            entry: e,
-            parent,
-            children: BTreeMap::new(),
-            opaque: false,
-        });
+    fn child(&self, parent: u64, name: &str) -> Option<u64> {
         self.nodes[parent as usize - 1]
             .children
-            .insert(OsString::from(name), ino);
-        ino
+            .get(OsStr::new(name))
+            .copied()
+    }
+
+    fn is_dir(&self, ino: u64) -> bool {
+        self.nodes[ino as usize - 1].attr.kind == FileType::Directory
     }
 
     fn lookup_path(&self, path: &str) -> Option<u64> {
         let mut ino = 1;
         for part in path.split('/').filter(|p| !p.is_empty()) {
-            ino = *self.nodes[ino as usize - 1]
-                .children
-                .get(OsStr::new(part))?;
+            ino = self.child(ino, part)?;
         }
         Some(ino)
     }
 
-    fn add(&mut self, e: &TocEntry) {
+    /// Layer `layer` over what is there: first what it deletes (whiteouts, opaque
+    /// directories: only what the layers below hold), then its entries in order.
+    fn apply(&mut self, layer: usize, toc: &LayerToc) {
+        for e in &toc.entries {
+            let (dir, name) = e.path.rsplit_once('/').unwrap_or(("", e.path.as_str()));
+            let Some(parent) = self.lookup_path(dir).filter(|&p| self.is_dir(p)) else {
+                continue;
+            };
+            if name == OPAQUE {
+                self.node_mut(parent).children.clear();
+            } else if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+                self.node_mut(parent).children.remove(OsStr::new(hidden));
+            }
+        }
+        // The directories this layer holds: those it only implies take its defaults once.
+        let mut held = HashSet::new();
+        for e in &toc.entries {
+            self.add(layer, e, &mut held);
+        }
+    }
+
+    /// The directory at `path` as layer `layer` has it (0755, root's, where its table only
+    /// implies it); what is in the way below is replaced.
+    fn dir(&mut self, layer: usize, path: &str, held: &mut HashSet<u64>) -> u64 {
+        let mut ino = 1;
+        self.imply(layer, ino, held);
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            ino = match self.child(ino, part) {
+                Some(child) if self.is_dir(child) => child,
+                _ => self.insert(
+                    ino,
+                    part,
+                    attr(0, FileType::Directory, 0o755, None),
+                    None,
+                    layer,
+                ),
+            };
+            self.imply(layer, ino, held);
+        }
+        ino
+    }
+
+    /// Directory `ino` is in layer `layer`: the first time, its metadata is the implied one
+    /// (the layer's own entry for it, wherever in the table, then replaces it).
+    fn imply(&mut self, layer: usize, ino: u64, held: &mut HashSet<u64>) {
+        if held.insert(ino) {
+            let node = self.node_mut(ino);
+            node.attr = attr(ino, FileType::Directory, 0o755, None);
+            node.entry = None;
+            node.layer = layer;
+        }
+    }
+
+    fn insert(
+        &mut self,
+        parent: u64,
+        name: &str,
+        mut a: FileAttr,
+        e: Option<TocEntry>,
+        layer: usize,
+    ) -> u64 {
+        let ino = self.nodes.len() as u64 + 1;
+        a.ino = INodeNo(ino);
+        self.nodes.push(Node {
+            attr: a,
+            entry: e,
+            layer,
+            parent,
+            children: BTreeMap::new(),
+        });
+        self.node_mut(parent)
+            .children
+            .insert(OsString::from(name), ino);
+        ino
+    }
+
+    fn add(&mut self, layer: usize, e: &TocEntry, held: &mut HashSet<u64>) {
         let (dir, name) = e.path.rsplit_once('/').unwrap_or(("", e.path.as_str()));
-        if name.is_empty() {
+        if name.is_empty() || name == "." {
             // The layer's root itself: its metadata.
             if e.kind == Kind::Dir {
-                let keep = self.nodes[0].attr.ino;
-                self.nodes[0].attr = attr(keep.0, FileType::Directory, e.mode as u16, Some(e));
+                self.dir(layer, dir, held);
+                self.set_dir(1, e, layer);
             }
             return;
         }
-        let parent = self.dir(dir);
-        if name == OPAQUE {
-            self.nodes[parent as usize - 1].opaque = true;
+        if name == OPAQUE || name.starts_with(WHITEOUT) {
+            // Applied before the layer's entries; the parent is still the layer's.
+            self.dir(layer, dir, held);
             return;
         }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT) {
-            let a = attr(0, FileType::CharDevice, 0, None);
-            self.replace_or_insert(parent, hidden, a, None);
-            return;
-        }
+        let parent = self.dir(layer, dir, held);
         if e.kind == Kind::Hardlink {
             let target = e.link.as_deref().and_then(|t| self.lookup_path(t));
-            if let Some(target) = target {
-                self.nodes[target as usize - 1].attr.nlink += 1;
-                self.nodes[parent as usize - 1]
+            if let Some(target) = target.filter(|&t| !self.is_dir(t)) {
+                self.node_mut(target).attr.nlink += 1;
+                self.node_mut(parent)
                     .children
                     .insert(OsString::from(name), target);
             }
             return;
         }
-        let a = attr(0, file_type(e.kind), (e.mode & 0o7777) as u16, Some(e));
-        self.replace_or_insert(parent, name, a, Some(e.clone()));
-    }
-
-    /// A later entry of the same name replaces the earlier (a directory keeps its children).
-    fn replace_or_insert(&mut self, parent: u64, name: &str, a: FileAttr, e: Option<TocEntry>) {
-        match self.nodes[parent as usize - 1]
-            .children
-            .get(OsStr::new(name))
-            .copied()
-        {
-            Some(ino) => {
-                let node = &mut self.nodes[ino as usize - 1];
-                node.attr = FileAttr {
-                    ino: INodeNo(ino),
-                    ..a
-                };
-                node.entry = e;
+        match self.child(parent, name) {
+            // A directory over a directory: the layer's metadata, the contents of both.
+            Some(ino) if e.kind == Kind::Dir && self.is_dir(ino) => {
+                held.insert(ino);
+                self.set_dir(ino, e, layer);
             }
-            None => {
-                self.insert(parent, name, a, e);
+            _ => {
+                let a = attr(0, file_type(e.kind), (e.mode & 0o7777) as u16, Some(e));
+                let ino = self.insert(parent, name, a, Some(e.clone()), layer);
+                if e.kind == Kind::Dir {
+                    held.insert(ino);
+                }
             }
         }
+    }
+
+    /// Directory `ino` gets entry `e`'s metadata, from layer `layer`.
+    fn set_dir(&mut self, ino: u64, e: &TocEntry, layer: usize) {
+        let node = self.node_mut(ino);
+        node.attr = attr(ino, FileType::Directory, (e.mode & 0o7777) as u16, Some(e));
+        node.entry = Some(e.clone());
+        node.layer = layer;
     }
 
     /// Directory `node`'s entries from `offset` on (`.` and `..` first): each with the offset
@@ -338,10 +396,9 @@ impl LayerFs {
             .filter_map(|(i, (child, name))| Some((i as u64 + 1, self.node(INodeNo(child))?, name)))
     }
 
-    fn xattrs(&self, node: &Node) -> Vec<(String, Vec<u8>)> {
+    fn xattrs(node: &Node) -> Vec<(String, Vec<u8>)> {
         use base64::Engine as _;
-        let mut out: Vec<(String, Vec<u8>)> = node
-            .entry
+        node.entry
             .iter()
             .flat_map(|e| e.xattrs.iter())
             .filter_map(|(k, v)| {
@@ -350,18 +407,11 @@ impl LayerFs {
                     .ok()
                     .map(|v| (k.clone(), v))
             })
-            .collect();
-        if node.opaque {
-            out.push((
-                format!("{}overlay.opaque", self.xattr_prefix),
-                b"y".to_vec(),
-            ));
-        }
-        out
+            .collect()
     }
 }
 
-impl Filesystem for LayerFs {
+impl Filesystem for ImageFs {
     /// Directory listings with each entry's attributes (a lookup fewer per entry), and
     /// symlinks cached by the kernel. Where a kernel has neither, it lists and reads links
     /// as before.
@@ -378,12 +428,14 @@ impl Filesystem for LayerFs {
     }
 
     fn destroy(&mut self) {
-        tracing::debug!(
-            layer = %self.layer,
-            reads = *self.reads.get_mut(),
-            pushed = self.push.as_ref().map_or(0, PushQueue::pushed),
-            "a lazy layer served"
-        );
+        for served in &mut self.layers {
+            tracing::debug!(
+                layer = %served.layer.toc.layer,
+                reads = *served.reads.get_mut(),
+                pushed = served.layer.push.as_ref().map_or(0, PushQueue::pushed),
+                "a lazy layer served"
+            );
+        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -433,14 +485,17 @@ impl Filesystem for LayerFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(entry) = self.node(ino).and_then(|n| n.entry.as_ref()) else {
+        let Some((entry, served)) = self
+            .node(ino)
+            .and_then(|n| Some((n.entry.as_ref()?, self.layers.get(n.layer)?)))
+        else {
             return reply.error(Errno::ENOENT);
         };
-        self.reads.fetch_add(1, Ordering::Relaxed);
+        served.reads.fetch_add(1, Ordering::Relaxed);
         if let Some(data) = self.contents.lock().ok().and_then(|mut c| c.get(ino.0)) {
             return reply.data(slice(&data, offset, size));
         }
-        match (self.fetch)(entry, offset, size) {
+        match (served.layer.fetch)(entry, offset, size) {
             Ok(Content::Range(bytes)) => reply.data(&bytes),
             Ok(Content::Whole(data)) => {
                 reply.data(slice(&data, offset, size));
@@ -524,21 +579,30 @@ impl Filesystem for LayerFs {
         let Some(node) = self.node(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        let mut listed = Vec::new();
+        // The small files listed, by layer.
+        let mut listed: HashMap<usize, Vec<(u64, TocEntry)>> = HashMap::new();
         for (next, child, name) in self.listing(ino, node, offset) {
             if reply.add(child.attr.ino, next, name, &TTL, &child.attr, Generation(0)) {
                 break;
             }
-            if self.push.is_some()
-                && let Some(e) = child.entry.as_ref().filter(|e| worth_pushing(e))
+            if let Some(e) = child.entry.as_ref().filter(|e| worth_pushing(e))
+                && self
+                    .layers
+                    .get(child.layer)
+                    .is_some_and(|l| l.layer.push.is_some())
             {
-                listed.push((child.attr.ino.0, e.clone()));
+                listed
+                    .entry(child.layer)
+                    .or_default()
+                    .push((child.attr.ino.0, e.clone()));
             }
         }
         reply.ok();
         // Once the kernel knows the inodes (the reply made them).
-        if let Some(push) = &self.push {
-            push.push(listed);
+        for (layer, files) in listed {
+            if let Some(push) = self.layers.get(layer).and_then(|l| l.layer.push.as_ref()) {
+                push.push(files);
+            }
         }
     }
 
@@ -550,8 +614,7 @@ impl Filesystem for LayerFs {
         let Some(node) = self.node(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        match self
-            .xattrs(node)
+        match Self::xattrs(node)
             .into_iter()
             .find(|(k, _)| OsStr::new(k) == name)
         {
@@ -567,7 +630,7 @@ impl Filesystem for LayerFs {
             return reply.error(Errno::ENOENT);
         };
         let mut names = Vec::new();
-        for (k, _) in self.xattrs(node) {
+        for (k, _) in Self::xattrs(node) {
             names.extend_from_slice(k.as_bytes());
             names.push(0);
         }
@@ -604,6 +667,144 @@ mod tests {
         assert!(c.get(1).is_none() && c.get(3).is_none());
         assert_eq!(c.get(4).map(|d| d.len()), Some(200));
         assert_eq!((c.bytes, c.files.len(), c.by_use.len()), (200, 1, 1));
+    }
+
+    /// A gzip layer's table; `entries`: (path, kind: 'd' directory, 'f' file, 'h' hard link
+    /// to the path after it, mode).
+    fn table(entries: &[(&str, char, u32)]) -> Arc<LayerToc> {
+        use std::io::Write as _;
+        let mut tar = tar::Builder::new(Vec::new());
+        for &(path, kind, mode) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(mode);
+            h.set_size(0);
+            match kind {
+                'd' => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    tar.append_data(&mut h, path, std::io::empty()).unwrap();
+                }
+                'h' => {
+                    let (name, target) = path.split_once(' ').unwrap();
+                    h.set_entry_type(tar::EntryType::Link);
+                    tar.append_link(&mut h, name, target).unwrap();
+                }
+                _ => {
+                    h.set_size(path.len() as u64);
+                    tar.append_data(&mut h, path, path.as_bytes()).unwrap();
+                }
+            }
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar.into_inner().unwrap()).unwrap();
+        let blob = gz.finish().unwrap();
+        let digest = rootfs_cache::Digest::of(&blob);
+        Arc::new(LayerToc::build(&blob[..], digest).unwrap())
+    }
+
+    fn image(tables: &[Arc<LayerToc>]) -> ImageFs {
+        ImageFs::new(
+            tables
+                .iter()
+                .map(|toc| Layer {
+                    toc: toc.clone(),
+                    fetch: Box::new(|_, _, _| {
+                        Err(LazyError::Mount {
+                            reason: "no".into(),
+                        })
+                    }),
+                    push: None,
+                })
+                .collect(),
+        )
+    }
+
+    /// The names in directory `path`, or None where it is not one.
+    fn names(fs: &ImageFs, path: &str) -> Option<Vec<String>> {
+        let node = &fs.nodes[fs.lookup_path(path)? as usize - 1];
+        (node.attr.kind == FileType::Directory).then(|| {
+            node.children
+                .keys()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn the_layers_merge_as_overlayfs_merges_them() {
+        let bottom = table(&[
+            ("a/", 'd', 0o755),
+            ("a/x", 'f', 0o644),
+            ("a/y", 'f', 0o644),
+            ("d/", 'd', 0o755),
+            ("d/old", 'f', 0o644),
+            ("f", 'f', 0o644),
+            ("keep/", 'd', 0o700),
+            ("keep/z", 'f', 0o644),
+            ("gone/", 'd', 0o755),
+            ("gone/deep", 'f', 0o644),
+        ]);
+        let middle = table(&[
+            ("a/.wh.x", 'f', 0o644),
+            // Opaque after the layer's own entry: only what is below is hidden.
+            ("d/new", 'f', 0o644),
+            ("d/.wh..wh..opq", 'f', 0o644),
+            ("f/", 'd', 0o750),
+            ("f/inner", 'f', 0o644),
+            ("keep/", 'd', 0o711),
+            ("b", 'f', 0o600),
+            ("c b", 'h', 0o600),
+            (".wh.gone", 'f', 0o644),
+        ]);
+        let top = table(&[("a", 'f', 0o640)]);
+        let fs = image(&[bottom.clone(), middle.clone()]);
+        assert_eq!(
+            names(&fs, ""),
+            Some(
+                vec!["a", "b", "c", "d", "f", "keep"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            )
+        );
+        assert_eq!(
+            names(&fs, "a"),
+            Some(vec!["y".to_owned()]),
+            "a/x whited out"
+        );
+        assert_eq!(names(&fs, "d"), Some(vec!["new".to_owned()]), "opaque");
+        assert_eq!(
+            names(&fs, "f"),
+            Some(vec!["inner".to_owned()]),
+            "a directory over a file"
+        );
+        assert_eq!(
+            names(&fs, "keep"),
+            Some(vec!["z".to_owned()]),
+            "both layers' contents"
+        );
+        let keep = &fs.nodes[fs.lookup_path("keep").unwrap() as usize - 1];
+        assert_eq!(
+            (keep.attr.perm, keep.layer),
+            (0o711, 1),
+            "the upper layer's metadata"
+        );
+        let (b, c) = (fs.lookup_path("b").unwrap(), fs.lookup_path("c").unwrap());
+        assert_eq!(b, c, "a hard link is its target's inode");
+        assert_eq!(fs.nodes[b as usize - 1].attr.nlink, 2);
+        let y = &fs.nodes[fs.lookup_path("a/y").unwrap() as usize - 1];
+        assert_eq!(
+            (y.layer, y.entry.as_ref().map(|e| e.path.as_str())),
+            (0, Some("a/y"))
+        );
+
+        let fs = image(&[bottom, middle, top]);
+        let a = &fs.nodes[fs.lookup_path("a").unwrap() as usize - 1];
+        assert_eq!(
+            (a.attr.kind, a.attr.perm, a.layer),
+            (FileType::RegularFile, 0o640, 2)
+        );
+        assert_eq!(names(&fs, "a"), None, "a file over a directory");
+        assert!(fs.lookup_path("a/y").is_none());
     }
 
     #[test]

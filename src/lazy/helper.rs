@@ -1,12 +1,12 @@
 //! The lazy run's helper: a process forked from the launcher, once the launcher is in its own
-//! namespaces and before it builds the rootfs, that serves the image's layers as FUSE file
-//! systems and meanwhile pulls the image whole into the store. Its threads (the FUSE sessions,
+//! namespaces and before it builds the rootfs, that serves the image's tree as a FUSE file
+//! system and meanwhile pulls the image whole into the store. Its threads (the FUSE sessions,
 //! tokio's) never share a process with libcontainer's clone. It dies with the launcher
 //! (PDEATHSIG), and its mounts live in the launcher's private mount namespace.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use nix::sys::wait::waitpid;
@@ -15,15 +15,13 @@ use nix::unistd::{ForkResult, Pid};
 use super::toc::LayerToc;
 use super::{LayerReader, LazyError};
 
-/// What the helper does once forked: `serve` mounts the layers and returns the sessions (kept
-/// until the end), then `background` (the full pull) runs.
+/// What the helper does once forked: it mounts the image and keeps the session until the end,
+/// and meanwhile `background` (the full pull) runs.
 pub(crate) struct HelperWork {
     /// Builds the runtime-backed reader in the helper (no thread may exist before the fork).
     pub(crate) reader: Box<dyn FnOnce() -> Result<Arc<LayerReader>, LazyError>>,
     /// The image's tables, bottom layer first.
     pub(crate) tables: Vec<Arc<LayerToc>>,
-    /// Whether overlayfs reads `user.` xattrs (rootless).
-    pub(crate) rootless: bool,
     /// Runs after the layers are served: the full pull into the store.
     pub(crate) background: Box<dyn FnOnce() -> Result<(), String>>,
     /// The commands the payload starts (see [`super::prefetch`]) and its search path.
@@ -44,9 +42,9 @@ fn failed(reason: String) -> LazyError {
 }
 
 impl Helper {
-    /// Forks the helper, which mounts the layers at `dirs` (bottom first); returns once they
-    /// are mounted. The process must be single-threaded.
-    pub(crate) fn spawn(dirs: &[PathBuf], work: HelperWork) -> Result<Self, LazyError> {
+    /// Forks the helper, which mounts the image at `dir`; returns once it is mounted. The
+    /// process must be single-threaded.
+    pub(crate) fn spawn(dir: &Path, work: HelperWork) -> Result<Self, LazyError> {
         let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| failed(format!("pipe: {e}")))?;
         let (done_r, done_w) = nix::unistd::pipe().map_err(|e| failed(format!("pipe: {e}")))?;
         // SAFETY: the caller guarantees a single-threaded process (libcontainer's launch
@@ -55,7 +53,7 @@ impl Helper {
             ForkResult::Child => {
                 drop(ready_r);
                 drop(done_w);
-                let code = serve(dirs, work, ready_w, done_r);
+                let code = serve(dir, work, ready_w, done_r);
                 // SAFETY: _exit ends this forked process without running the launcher's
                 // destructors (its run directory and holds belong to the parent).
                 unsafe { libc::_exit(code) }
@@ -99,7 +97,7 @@ impl Drop for Helper {
 }
 
 /// The helper's life: mount, say so, pull, wait for the run's end, unmount.
-fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i32 {
+fn serve(dir: &Path, work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i32 {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets this process's parent-death signal.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
     let mut ready = std::fs::File::from(ready);
@@ -109,13 +107,12 @@ fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i
     let HelperWork {
         reader,
         tables,
-        rootless,
         background,
         commands,
         path,
     } = work;
-    let sessions = match mount_layers(dirs, reader, &tables, rootless, &commands, &path) {
-        Ok(sessions) => sessions,
+    let session = match mount_image(dir, reader, &tables, &commands, &path) {
+        Ok(session) => session,
         Err(err) => {
             let _ = writeln!(ready, "{}", crate::error_chain(&err));
             return 1;
@@ -130,49 +127,40 @@ fn serve(dirs: &[PathBuf], work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i
     let mut done = std::fs::File::from(done);
     let _ = done.read(&mut [0u8; 1]);
     let _ = done.as_raw_fd();
-    end_sessions(dirs, sessions);
+    end_session(dir, session);
     0
 }
 
-/// How long the helper waits for its file systems to end once the run is over.
+/// How long the helper waits for its file system to end once the run is over.
 const END_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Detaches each layer's mount and waits, up to [`END_WAIT`], for its file system to end: the
-/// container's mount namespace holds a copy of each mount, which keeps it alive until the
+/// Detaches the image's mount and waits, up to [`END_WAIT`], for its file system to end: the
+/// container's mount namespace holds a copy of the mount, which keeps it alive until the
 /// kernel releases that namespace, a moment after the container ended (by then the launcher
-/// may have removed the mount points). Exiting before the end loses it (the serving threads
-/// are not joined, the layer's last log line not written).
-fn end_sessions(dirs: &[PathBuf], sessions: Vec<fuser::BackgroundSession>) {
-    for dir in dirs {
-        // Already gone (ENOENT, EINVAL) is fine: the join below is what waits.
-        let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
-    }
+/// may have removed the mount point). Exiting before the end loses it (the serving threads
+/// are not joined, the layers' last log lines not written).
+fn end_session(dir: &Path, session: fuser::BackgroundSession) {
+    // Already gone (ENOENT, EINVAL) is fine: the join below is what waits.
+    let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
     let (ended, end) = std::sync::mpsc::channel();
     let joiner = std::thread::Builder::new().spawn(move || {
-        for session in sessions {
-            let _ = session.join();
-        }
+        let _ = session.join();
         let _ = ended.send(());
     });
     if joiner.is_ok() && end.recv_timeout(END_WAIT).is_err() {
-        tracing::debug!("the lazy layers' file systems had not ended; leaving them");
+        tracing::debug!("the lazy image's file system had not ended; leaving it");
     }
 }
 
-/// Builds the reader, starts the prefetch, mounts the layers.
-fn mount_layers(
-    dirs: &[PathBuf],
+/// Builds the reader, starts the prefetch, mounts the image.
+fn mount_image(
+    dir: &Path,
     reader: Box<dyn FnOnce() -> Result<Arc<LayerReader>, LazyError>>,
     tables: &[Arc<LayerToc>],
-    rootless: bool,
     commands: &[String],
     path: &str,
-) -> Result<Vec<fuser::BackgroundSession>, LazyError> {
+) -> Result<fuser::BackgroundSession, LazyError> {
     let reader = reader()?;
     super::prefetch::start(&reader, tables, commands, path);
-    let mut sessions = Vec::new();
-    for (dir, toc) in dirs.iter().zip(tables) {
-        sessions.push(super::mount::mount_layer(dir, toc, &reader, rootless)?);
-    }
-    Ok(sessions)
+    super::mount::mount_image(dir, tables, &reader)
 }
