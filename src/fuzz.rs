@@ -149,7 +149,8 @@ pub fn format_template(data: &[u8]) {
 }
 
 /// What a lazy read takes from a registry: the first byte picks a parser; the rest is a layer
-/// table (then every file is read from a blob of zeros, as a tampered table would be used), an
+/// table (then every file is read from a blob of zeros, as a tampered table would be used, and
+/// the image's tree is built of it as two layers), an
 /// index artifact and a referrers list (checked against a fixed subject), or a gzip stream
 /// inflated from its start and from a checkpoint the rest of the input describes.
 pub fn lazy_index(data: &[u8]) {
@@ -176,6 +177,18 @@ pub fn lazy_index(data: &[u8]) {
                     let _ = chunks.read(&table, entry, &fetch);
                 }
                 let _ = table.longest_span();
+                // The image's tree, the table as two layers, one over the other.
+                let table = std::sync::Arc::new(table);
+                let layer = || crate::lazy::fs::Layer {
+                    toc: table.clone(),
+                    fetch: Box::new(|_, _, _| {
+                        Err(crate::lazy::LazyError::Mount {
+                            reason: "fuzzing".into(),
+                        })
+                    }),
+                    push: None,
+                };
+                let _ = crate::lazy::fs::ImageFs::new(vec![layer(), layer()]);
             }
         }
         1 => {
