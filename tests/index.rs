@@ -296,9 +296,10 @@ fn only_gzip_layers_are_indexed() {
     );
 }
 
-/// `skiff index mount`: the image read-only at a directory through its index (FUSE layers
-/// under an overlay): the merged tree as a pull would give it, binaries that run, files fetched
-/// by Range requests only, a read the registry keeps failing is EIO, and Ctrl-C leaves no mount.
+/// `skiff index mount`: the image read-only at a directory through its index (one FUSE file
+/// system of the merged tree): the tree as a pull would give it, binaries that run, files
+/// fetched by Range requests only, a read the registry keeps failing is EIO, and Ctrl-C leaves
+/// no mount, even with a file still open in it.
 #[test]
 fn a_lazy_mount_serves_the_image_and_goes_away() {
     skiff_test_rig::require_root();
@@ -407,6 +408,8 @@ fn a_lazy_mount_serves_the_image_and_goes_away() {
     let err = std::fs::read(root.join("data/f2")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
 
+    // A file still open in the mount at Ctrl-C: the mount goes all the same.
+    let held = std::fs::File::open(root.join("data/new")).unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -419,6 +422,7 @@ fn a_lazy_mount_serves_the_image_and_goes_away() {
         !mounts.contains(&target) && !mounts.contains("skiff-lazy"),
         "mounts left:\n{mounts}"
     );
+    drop(held);
 }
 
 /// `run --lazy`: an uncached image with an index starts from it (files by Range request), is

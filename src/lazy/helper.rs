@@ -127,29 +127,11 @@ fn serve(dir: &Path, work: HelperWork, ready: OwnedFd, done: OwnedFd) -> i32 {
     let mut done = std::fs::File::from(done);
     let _ = done.read(&mut [0u8; 1]);
     let _ = done.as_raw_fd();
-    end_session(dir, session);
+    // The container's mount namespace holds a copy of the mount, which keeps the file system
+    // alive a moment after the container ended (by then the launcher may have removed the
+    // mount point); exiting before its end loses the layers' last log lines.
+    super::mount::end_session(dir, session);
     0
-}
-
-/// How long the helper waits for its file system to end once the run is over.
-const END_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Detaches the image's mount and waits, up to [`END_WAIT`], for its file system to end: the
-/// container's mount namespace holds a copy of the mount, which keeps it alive until the
-/// kernel releases that namespace, a moment after the container ended (by then the launcher
-/// may have removed the mount point). Exiting before the end loses it (the serving threads
-/// are not joined, the layers' last log lines not written).
-fn end_session(dir: &Path, session: fuser::BackgroundSession) {
-    // Already gone (ENOENT, EINVAL) is fine: the join below is what waits.
-    let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
-    let (ended, end) = std::sync::mpsc::channel();
-    let joiner = std::thread::Builder::new().spawn(move || {
-        let _ = session.join();
-        let _ = ended.send(());
-    });
-    if joiner.is_ok() && end.recv_timeout(END_WAIT).is_err() {
-        tracing::debug!("the lazy image's file system had not ended; leaving it");
-    }
 }
 
 /// Builds the reader, starts the prefetch, mounts the image.

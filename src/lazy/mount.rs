@@ -30,11 +30,28 @@ impl LazyMount {
 
 impl Drop for LazyMount {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take()
-            && let Err(err) = session.umount_and_join()
-        {
-            tracing::warn!(target = %self.target.display(), %err, "unmounting the lazy image");
+        if let Some(session) = self.session.take() {
+            end_session(&self.target, session);
         }
+    }
+}
+
+/// How long the end of a lazy mount waits for its file system to end.
+const END_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Detaches the mount at `dir` (a process may still be using it: it goes once nothing does)
+/// and waits, up to [`END_WAIT`], for the file system to end, so that its serving threads are
+/// joined and its last log lines written; a mount still in use is left to the kernel.
+pub(crate) fn end_session(dir: &Path, session: fuser::BackgroundSession) {
+    // Already gone (ENOENT, EINVAL) is fine: the join below is what waits.
+    let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+    let (ended, end) = std::sync::mpsc::channel();
+    let joiner = std::thread::Builder::new().spawn(move || {
+        let _ = session.join();
+        let _ = ended.send(());
+    });
+    if joiner.is_ok() && end.recv_timeout(END_WAIT).is_err() {
+        tracing::debug!(dir = %dir.display(), "the lazy image's file system had not ended; leaving it");
     }
 }
 
