@@ -255,6 +255,10 @@ impl ImageFs {
     fn apply(&mut self, layer: usize, toc: &LayerToc) {
         for e in &toc.entries {
             let (dir, name) = e.path.rsplit_once('/').unwrap_or(("", e.path.as_str()));
+            // Only the few whiteouts look their directory up.
+            if !name.starts_with(WHITEOUT) {
+                continue;
+            }
             let Some(parent) = self.lookup_path(dir).filter(|&p| self.is_dir(p)) else {
                 continue;
             };
