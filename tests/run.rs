@@ -721,6 +721,12 @@ rootless_test!(
     payload_signals_are_default_body,
     env = common::rootless_env
 );
+rootless_test!(
+    rootless_without_a_subuid_range_payload_signals_are_default,
+    payload_signals_are_default_body,
+    env = common::rootless_env,
+    user = skiff_test_rig::rootless::nosub_user
+);
 
 #[test]
 fn stdin_is_closed_unless_interactive() {
