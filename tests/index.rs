@@ -782,6 +782,46 @@ impl Drop for Reaped {
     }
 }
 
+/// `skiff run --rm -i --lazy REFERENCE sh -c SCRIPT`, stdio piped, with the lazy helper's
+/// debug log on stderr.
+fn run_lazy_logged(env: &Env, reference: &str, script: &str) -> Reaped {
+    Reaped(
+        env.cmd(&["run", "--rm", "-i", "--lazy", reference, "sh", "-c", script])
+            .env("RUST_LOG", "skiff::lazy=debug")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Waits (up to a minute) for the background pull to have put the image in the store.
+fn wait_for_the_pull(env: &Env) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while env.ok(&["images", "-q"]).lines().count() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pull never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The rest of the run's output and its stderr, once it exited 0.
+fn finish(
+    child: &mut Reaped,
+    mut out: std::io::BufReader<std::process::ChildStdout>,
+) -> (Vec<u8>, String) {
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut out, &mut rest).unwrap();
+    let status = child.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    (rest, stderr)
+}
+
 /// The small files of a directory the payload listed are pushed from the store into the
 /// kernel's page cache once the background pull has committed their layer (counted in the
 /// helper's debug log), never before (nothing is fetched for it), and read right from there.
@@ -822,15 +862,7 @@ fn committed_files_pushed_body() {
     let via = format!("{}/tools/through:1", proxy.host());
     let script = "ls /data >/dev/null; echo ready; read go; ls /data; sleep 1; \
                   cat /data/s0 /data/s1 /data/s2";
-    let mut child = Reaped(
-        env.cmd(&["run", "--rm", "-i", "--lazy", &via, "sh", "-c", script])
-            .env("RUST_LOG", "skiff::lazy=debug")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = run_lazy_logged(&env, &via, script);
     let mut out = ready(&mut child);
     let mut line = String::new();
     let in_store = || env.ok(&["images", "-q"]).lines().count() == 1;
@@ -839,14 +871,7 @@ fn committed_files_pushed_body() {
         "the pull finished before the payload listed /data"
     );
     proxy.set_link(skiff_test_rig::fault_proxy::Link::default());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !in_store() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pull never finished"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_the_pull(&env);
     std::io::Write::write_all(&mut child.0.stdin.take().unwrap(), b"go\n").unwrap();
     line.clear();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
@@ -855,12 +880,7 @@ fn committed_files_pushed_body() {
         std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     }
     assert_eq!(line, "big\ns0\ns1\ns2\n");
-    let mut rest = Vec::new();
-    std::io::Read::read_to_end(&mut out, &mut rest).unwrap();
-    let status = child.0.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(0), "{stderr}");
+    let (rest, stderr) = finish(&mut child, out);
     assert!(rest == small.concat(), "{stderr}");
     // One line per layer as its file system is unmounted.
     let data_layer = image.layers[1].blob.digest.to_string();
@@ -901,6 +921,72 @@ rootless_test!(
 rootless_test!(
     rootless_without_a_subuid_range_files_are_pushed_into_the_page_cache,
     committed_files_pushed_body,
+    env = common::rootless_env,
+    user = skiff_test_rig::rootless::nosub_user
+);
+
+/// A payload that walks the image (here: lists 40 directories) has the rest of the tree
+/// listed ahead of it by the helper: the small files of /other, a directory the payload never
+/// lists, are pushed into the page cache from the store all the same (counted in the helper's
+/// debug log), and read right.
+fn listed_ahead_body() {
+    let registry = Registry::start().unwrap();
+    let client = registry.client().unwrap();
+    let mut entries: Vec<Entry> = (0..40)
+        .map(|i| Entry::file(format!("tree/d{i:02}/f"), noise(1 << 10, 100 + i)))
+        .collect();
+    let other: Vec<Vec<u8>> = (0..3).map(|i| noise(50 << 10, 200 + i)).collect();
+    for (i, content) in other.iter().enumerate() {
+        entries.push(Entry::file(format!("other/o{i}"), content.clone()));
+    }
+    let image = ImageBuilder::new(Format::Oci)
+        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+        .unwrap()
+        .layer(&entries, Compression::Gzip)
+        .unwrap()
+        .build()
+        .unwrap();
+    client.push_image("tools/walked", "1", &image).unwrap();
+    let env = Env::new();
+    let reference = format!("{}/tools/walked:1", registry.host());
+    env.ok(&["index", "push", "-q", &reference]);
+    let script = "for d in /tree/*; do ls $d >/dev/null; done; echo ready; read go; \
+                  sleep 1; cat /other/o0 /other/o1 /other/o2";
+    let mut child = run_lazy_logged(&env, &reference, script);
+    let out = ready(&mut child);
+    // The pushes are from the store: once the pull has committed the layers.
+    wait_for_the_pull(&env);
+    std::io::Write::write_all(&mut child.0.stdin.take().unwrap(), b"go\n").unwrap();
+    let (rest, stderr) = finish(&mut child, out);
+    assert!(rest == other.concat(), "{stderr}");
+    assert!(
+        stderr.contains("listed the image's tree ahead of the payload"),
+        "{stderr}"
+    );
+    let data_layer = image.layers[1].blob.digest.to_string();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("a lazy layer served") && l.contains(&data_layer))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    // The 40 files of the directories the payload listed, and the 3 of /other.
+    assert!(line.contains("pushed=43"), "{stderr}");
+}
+
+#[test]
+fn a_walking_payload_has_the_tree_listed_ahead_of_it() {
+    skiff_test_rig::require_root();
+    listed_ahead_body();
+}
+
+rootless_test!(
+    rootless_a_walking_payload_has_the_tree_listed_ahead_of_it,
+    listed_ahead_body,
+    env = common::rootless_env
+);
+
+rootless_test!(
+    rootless_without_a_subuid_range_a_walking_payload_has_the_tree_listed_ahead_of_it,
+    listed_ahead_body,
     env = common::rootless_env,
     user = skiff_test_rig::rootless::nosub_user
 );

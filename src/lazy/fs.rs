@@ -19,6 +19,7 @@ use fuser::{
 };
 
 use super::LazyError;
+use super::ahead::Ahead;
 use super::push::{PushQueue, worth_pushing};
 use super::toc::{Kind, LayerToc, TocEntry};
 
@@ -72,6 +73,8 @@ pub(crate) struct ImageFs {
     /// kernel asks no more.
     has_xattrs: bool,
     contents: Mutex<Contents>,
+    /// Told of the directories the payload lists (None: nothing lists ahead of it).
+    ahead: Option<Arc<Ahead>>,
 }
 
 /// The files read so far (checked), the least recently used dropped beyond `cap`
@@ -205,6 +208,7 @@ impl ImageFs {
             nodes: vec![root],
             has_xattrs: false,
             contents: Mutex::new(Contents::new(CONTENT_BYTES)),
+            ahead: None,
         };
         for (i, layer) in layers.into_iter().enumerate() {
             fs.apply(i, &layer.toc);
@@ -218,6 +222,38 @@ impl ImageFs {
             .iter()
             .any(|n| n.entry.as_ref().is_some_and(|e| !e.xattrs.is_empty()));
         fs
+    }
+
+    /// Tells `ahead` of each directory listed.
+    pub(crate) fn listing_ahead(mut self, ahead: Arc<Ahead>) -> Self {
+        self.ahead = Some(ahead);
+        self
+    }
+
+    /// Directory `ino`'s path from the root (empty for the root).
+    fn path_of(&self, mut ino: u64) -> std::path::PathBuf {
+        let mut names = Vec::new();
+        while ino != 1 {
+            let Some(node) = self.node(INodeNo(ino)) else {
+                break;
+            };
+            let Some(parent) = self.node(INodeNo(node.parent)) else {
+                break;
+            };
+            match parent.children.iter().find(|(_, child)| **child == ino) {
+                Some((name, _)) => names.push(name.clone()),
+                None => break,
+            }
+            ino = node.parent;
+        }
+        names.iter().rev().collect()
+    }
+
+    /// The payload starts listing directory `ino` (`offset` 0).
+    fn listing_starts(&self, ino: INodeNo, offset: u64) {
+        if let Some(ahead) = self.ahead.as_ref().filter(|_| offset == 0) {
+            ahead.listed(ino.0, || self.path_of(ino.0));
+        }
     }
 
     fn node(&self, ino: INodeNo) -> Option<&Node> {
@@ -564,6 +600,7 @@ impl Filesystem for ImageFs {
         let Some(node) = self.node(ino) else {
             return reply.error(Errno::ENOENT);
         };
+        self.listing_starts(ino, offset);
         for (next, child, name) in self.listing(ino, node, offset) {
             if reply.add(child.attr.ino, next, child.attr.kind, name) {
                 break;
@@ -583,6 +620,7 @@ impl Filesystem for ImageFs {
         let Some(node) = self.node(ino) else {
             return reply.error(Errno::ENOENT);
         };
+        self.listing_starts(ino, offset);
         // The small files listed, by layer.
         let mut listed: HashMap<usize, Vec<(u64, TocEntry)>> = HashMap::new();
         for (next, child, name) in self.listing(ino, node, offset) {

@@ -141,7 +141,7 @@ fn mount_image(
     tables: &[Arc<LayerToc>],
     commands: &[String],
     path: &str,
-) -> Result<fuser::BackgroundSession, LazyError> {
+) -> Result<super::mount::Mounted, LazyError> {
     let reader = reader()?;
     super::prefetch::start(&reader, tables, commands, path);
     super::mount::mount_image(dir, tables, &reader)

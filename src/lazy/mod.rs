@@ -9,6 +9,7 @@
 //! state, which the pure-Rust inflater here cannot resume from. This index serves existing
 //! gzip images unchanged, is JSON, and checks every file against a digest it carries.
 
+mod ahead;
 pub(crate) mod artifact;
 pub(crate) mod chunks;
 pub(crate) mod fs;

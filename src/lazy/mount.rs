@@ -4,13 +4,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::LazyError;
+use super::ahead::{self, Ahead};
 use super::fs::{Fetch, ImageFs, Layer};
 use super::toc::LayerToc;
 
 /// A lazily mounted image; dropping it unmounts it.
 pub struct LazyMount {
     target: PathBuf,
-    session: Option<fuser::BackgroundSession>,
+    mounted: Option<Mounted>,
+}
+
+/// A mounted image's file system: its session and the listing ahead of the payload.
+pub(crate) struct Mounted {
+    session: fuser::BackgroundSession,
+    ahead: Arc<Ahead>,
 }
 
 impl std::fmt::Debug for LazyMount {
@@ -30,8 +37,8 @@ impl LazyMount {
 
 impl Drop for LazyMount {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            end_session(&self.target, session);
+        if let Some(mounted) = self.mounted.take() {
+            end_session(&self.target, mounted);
         }
     }
 }
@@ -42,7 +49,10 @@ const END_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Detaches the mount at `dir` (a process may still be using it: it goes once nothing does)
 /// and waits, up to [`END_WAIT`], for the file system to end, so that its serving threads are
 /// joined and its last log lines written; a mount still in use is left to the kernel.
-pub(crate) fn end_session(dir: &Path, session: fuser::BackgroundSession) {
+pub(crate) fn end_session(dir: &Path, mounted: Mounted) {
+    let Mounted { session, ahead } = mounted;
+    // The listing's open directory would keep the file system alive.
+    ahead.stop();
     // Already gone (ENOENT, EINVAL) is fine: the join below is what waits.
     let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
     let (ended, end) = std::sync::mpsc::channel();
@@ -71,7 +81,7 @@ pub(crate) fn mount_image(
     dir: &Path,
     tables: &[Arc<LayerToc>],
     reader: &Arc<super::LayerReader>,
-) -> Result<fuser::BackgroundSession, LazyError> {
+) -> Result<Mounted, LazyError> {
     if tables.is_empty() {
         return Err(LazyError::Mount {
             reason: "the image has no layers".into(),
@@ -97,7 +107,8 @@ pub(crate) fn mount_image(
             push,
         });
     }
-    let fs = ImageFs::new(layers);
+    let ahead = Arc::new(Ahead::default());
+    let fs = ImageFs::new(layers).listing_ahead(ahead.clone());
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::RO,
@@ -112,7 +123,8 @@ pub(crate) fn mount_image(
     for (work, toc) in pushes {
         work.start(session.notifier(), reader.clone(), toc);
     }
-    Ok(session)
+    ahead::start(ahead.clone(), dir.to_owned());
+    Ok(Mounted { session, ahead })
 }
 
 /// Mounts `tables` (bottom layer first) at `target`, files read by `reader`.
@@ -121,9 +133,9 @@ pub(crate) fn mount(
     reader: &Arc<super::LayerReader>,
     target: &Path,
 ) -> Result<LazyMount, LazyError> {
-    let session = mount_image(target, tables, reader)?;
+    let mounted = mount_image(target, tables, reader)?;
     Ok(LazyMount {
         target: target.to_owned(),
-        session: Some(session),
+        mounted: Some(mounted),
     })
 }
