@@ -72,6 +72,14 @@ fn chunk_at(toc: &LayerToc, at: u64) -> usize {
     toc.checkpoints.partition_point(|p| p.output <= at)
 }
 
+/// The compressed bytes `[start, end)` of `toc`'s blob that uncompressed bytes `[from, to)`
+/// are inflated from (checkpoint to checkpoint).
+pub(crate) fn compressed_span(toc: &LayerToc, from: u64, to: u64) -> (u64, u64) {
+    let first = bounds(toc, chunk_at(toc, from)).0.map_or(0, |p| p.input);
+    let last = bounds(toc, chunk_at(toc, to.saturating_sub(1).max(from))).3;
+    (first, last)
+}
+
 impl Chunks {
     pub(crate) fn new(budget: usize) -> Self {
         Self {

@@ -536,6 +536,13 @@ const STREAM_AHEAD: u64 = 8 << 20;
 /// itself.
 const STREAM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The smallest file that waits for its layer's commit (see `LayerReader::wait_for_commit`).
+const COMMIT_WAIT_MIN: u64 = 4 << 20;
+/// The longest such a wait.
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long after its stream ended a layer may take to be committed (its extraction's tail).
+const COMMIT_AFTER_STREAM: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Reads files of an image's layers: the chunks that hold them by Range requests on a runtime
 /// of its own, cached and shared by concurrent readers (`chunks`), each file checked against
 /// its table. While a read waits, the background pull (if any) gives way to it.
@@ -618,7 +625,55 @@ impl LayerReader {
         if let Some(bytes) = self.committed(toc, entry, start..end) {
             return Ok(fs::Content::Range(bytes));
         }
+        if self.wait_for_commit(toc, entry)
+            && let Some(bytes) = self.committed(toc, entry, start..end)
+        {
+            return Ok(fs::Content::Range(bytes));
+        }
         self.read_remote(toc, entry).map(fs::Content::Whole)
+    }
+
+    /// Whether layer `toc` is in the store after a wait for it, for a big file `entry` that a
+    /// heavy reader wants while the pull's stream of the layer has no more to bring than the
+    /// file's own compressed bytes: the pull inflates and checks the file anyway, and the store
+    /// then serves it with no inflating or hashing here (128 MiB of a JDK's `modules` cost
+    /// 0.7 s of a serving thread on two busy CPUs, the pull doing the same beside it).
+    fn wait_for_commit(&self, toc: &LayerToc, entry: &toc::TocEntry) -> bool {
+        let Some(fg) = self.foreground.as_deref().filter(|f| f.heavy()) else {
+            return false;
+        };
+        if entry.size < COMMIT_WAIT_MIN || !self.reads_committed_layers() {
+            return false;
+        }
+        let (first, last) =
+            chunks::compressed_span(toc, entry.offset, entry.offset.saturating_add(entry.size));
+        let coming = match fg.parts.front(&toc.layer) {
+            Some(front) => toc.compressed_size.saturating_sub(front) <= last.saturating_sub(first),
+            // The whole blob arrived: its extraction's tail is all that is left.
+            None => fg
+                .parts
+                .missing(&toc.layer, 0, toc.compressed_size)
+                .is_empty(),
+        };
+        if !coming {
+            return false;
+        }
+        let start = std::time::Instant::now();
+        let mut ended: Option<std::time::Instant> = None;
+        while start.elapsed() < COMMIT_WAIT {
+            if self.has_committed(toc) {
+                return true;
+            }
+            // A stream that ended without a commit soon after failed: no more waiting.
+            if fg.parts.front(&toc.layer).is_none() {
+                let at = *ended.get_or_insert_with(std::time::Instant::now);
+                if at.elapsed() > COMMIT_AFTER_STREAM {
+                    return false;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        false
     }
 
     fn read_remote(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Result<Vec<u8>, LazyError> {
@@ -790,6 +845,31 @@ mod tests {
 
     use super::*;
 
+    /// A reader of a registry nobody answers at: every range read fails, at its first try.
+    fn unanswered_reader(fg: Option<Arc<crate::registry::Foreground>>) -> LayerReader {
+        let runtime = Arc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        let policy = crate::registry::RetryPolicy {
+            attempts: 1,
+            ..Default::default()
+        };
+        let client = RegistryClient::new(
+            crate::registry::Config::default(),
+            crate::registry::AuthFiles::new(Vec::new()),
+            policy,
+        );
+        let place = Place {
+            hosts: vec!["127.0.0.1:9".into()],
+            registry: "127.0.0.1:9".into(),
+            repository: "none".into(),
+        };
+        LayerReader::new(runtime, client, place, fg)
+    }
+
     #[test]
     fn a_committed_layer_is_read_from_the_store_and_a_disagreeing_one_is_not() {
         let content = vec![7u8; 100_000];
@@ -815,29 +895,7 @@ mod tests {
                 std::io::Cursor::new(blob.clone()),
             )
             .unwrap();
-        // A registry nobody answers at: any range read fails.
-        let runtime = Arc::new(
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
-        let policy = crate::registry::RetryPolicy {
-            attempts: 1,
-            ..Default::default()
-        };
-        let client = RegistryClient::new(
-            crate::registry::Config::default(),
-            crate::registry::AuthFiles::new(Vec::new()),
-            policy,
-        );
-        let place = Place {
-            hosts: vec!["127.0.0.1:9".into()],
-            registry: "127.0.0.1:9".into(),
-            repository: "none".into(),
-        };
-        let reader =
-            LayerReader::new(runtime, client, place, None).reading_committed_layers_of(store);
+        let reader = unanswered_reader(None).reading_committed_layers_of(store);
         let big = toc.entry("usr/big").unwrap();
         assert!(reader.read(&toc, big).unwrap() == content);
         // Where the store's file is not what the index says, the read goes to the registry.
@@ -956,5 +1014,79 @@ mod tests {
             requests()[1..],
             [Some(format!("bytes={}-{}", wanted.0, wanted.1 - 1))]
         );
+    }
+
+    #[test]
+    fn a_heavy_read_of_a_big_file_waits_for_its_layers_commit_when_the_stream_nears_its_end() {
+        use crate::registry::Foreground;
+        use std::time::Duration;
+
+        // Bytes that do not compress: 9 MiB before the big file (further than a read waits for
+        // the stream to come), the big file's 5 MiB, 6 MiB after it.
+        use skiff_test_rig::synth::noise;
+        let (before, content, after) = (noise(1, 9 << 20), noise(2, 5 << 20), noise(3, 6 << 20));
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, body) in [
+            ("usr/before", &before),
+            ("usr/big", &content),
+            ("usr/after", &after),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(body.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, path, &body[..]).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        gz.write_all(&tar.into_inner().unwrap()).unwrap();
+        let blob = gz.finish().unwrap();
+        let digest = Digest::of(&blob);
+        let toc = Arc::new(LayerToc::build(&blob[..], digest).unwrap());
+        // A read that does not wait fails.
+        let reader_with = |fg: Arc<Foreground>, store: rootfs_cache::Store| {
+            unanswered_reader(Some(fg)).reading_committed_layers_of(store)
+        };
+        let big = toc.entry("usr/big").unwrap().clone();
+        let heavy =
+            || Arc::new(Foreground::with_quiet(Duration::ZERO, Duration::ZERO).heavy_from(0, 0));
+
+        // The stream has brought all but the blob's last 64 KiB: the read waits for the
+        // commit (made here 300 ms later) and takes its bytes from the store.
+        let dir = tempfile::tempdir().unwrap();
+        let store = rootfs_cache::Store::open(dir.path()).unwrap();
+        let fg = heavy();
+        let front = blob.len() - (64 << 10);
+        fg.parts.record_streamed(&digest, 0, &blob[..front]);
+        let reader = reader_with(fg, store.clone());
+        let committer = std::thread::spawn({
+            let (blob, diff_id) = (blob.clone(), toc.diff_id);
+            move || {
+                std::thread::sleep(Duration::from_millis(300));
+                store
+                    .commit_layer(
+                        &digest,
+                        &diff_id,
+                        "application/vnd.oci.image.layer.v1.tar+gzip",
+                        std::io::Cursor::new(blob),
+                    )
+                    .unwrap();
+            }
+        });
+        match reader.read_at(&toc, &big, 4096, 4096) {
+            Ok(fs::Content::Range(bytes)) => assert!(bytes == content[4096..8192]),
+            Ok(fs::Content::Whole(_)) => panic!("read whole, not from the store"),
+            Err(e) => panic!("{e}"),
+        }
+        committer.join().unwrap();
+
+        // The stream at the blob's start: more to come than the file's own bytes, so no
+        // waiting for the commit (nor for the stream, so far behind), and with no registry the
+        // read fails at once.
+        let dir = tempfile::tempdir().unwrap();
+        let fg = heavy();
+        fg.parts.record_streamed(&digest, 0, &blob[..64 << 10]);
+        let reader = reader_with(fg, rootfs_cache::Store::open(dir.path()).unwrap());
+        let begun = std::time::Instant::now();
+        assert!(reader.read_at(&toc, &big, 0, 4096).is_err());
+        assert!(begun.elapsed() < COMMIT_WAIT, "it waited for a commit");
     }
 }

@@ -169,6 +169,11 @@ impl BlobParts {
         self.arrived.notify_all();
     }
 
+    /// Where the pull's stream of `blob` has got to, while one runs.
+    pub(crate) fn front(&self, blob: &Digest) -> Option<u64> {
+        self.lock().get(blob)?.front
+    }
+
     /// The pull's stream of `blob` has ended (complete, failed or abandoned).
     pub(crate) fn stream_ended(&self, blob: &Digest) {
         if let Some(entry) = self.lock().get_mut(blob) {
