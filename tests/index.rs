@@ -990,3 +990,49 @@ rootless_test!(
     env = common::rootless_env,
     user = skiff_test_rig::rootless::nosub_user
 );
+
+/// A payload that reads a directory's files one after another in listing order (a `tar` or
+/// `cp -r` of it) is taken for a walk of the image, and the background pull stops giving way to
+/// its reads (the helper's debug log says so); one that reads a few of them out of order is not.
+#[test]
+fn a_payload_reading_a_directorys_files_in_order_is_a_walk() {
+    skiff_test_rig::require_root();
+    let registry = Registry::start().unwrap();
+    let client = registry.client().unwrap();
+    // Files too big for the page-cache push: each is read through the file system.
+    let entries: Vec<Entry> = (0..40)
+        .map(|i| Entry::file(format!("swept/f{i:02}"), noise(300 << 10, 300 + i)))
+        .collect();
+    let image = ImageBuilder::new(Format::Oci)
+        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+        .unwrap()
+        .layer(&entries, Compression::Gzip)
+        .unwrap()
+        .build()
+        .unwrap();
+    client.push_image("tools/swept", "1", &image).unwrap();
+    let reference = format!("{}/tools/swept:1", registry.host());
+    Env::new().ok(&["index", "push", "-q", &reference]);
+    let walk_line = "reads a directory's files in listing order";
+    for (script, walks) in [
+        (
+            "cat /swept/f09 /swept/f03 /swept/f07 /swept/f01 | wc -c",
+            false,
+        ),
+        ("cat /swept/* | wc -c", true),
+    ] {
+        let out = Env::new()
+            .cmd(&["run", "--rm", "--lazy", &reference, "sh", "-c", script])
+            .env("RUST_LOG", "skiff::lazy=debug")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let files = if walks { 40 } else { 4 };
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            (files * (300 << 10)).to_string()
+        );
+        assert_eq!(stderr.contains(walk_line), walks, "{script}: {stderr}");
+    }
+}

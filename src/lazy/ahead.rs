@@ -5,6 +5,12 @@
 //! (FUSE's directory cache: the file system answers no opendir), the entries' inodes and
 //! attributes, and, through the listing's push, the small files of committed layers in the
 //! page cache. The payload's own walk then waits for none of these round trips.
+//!
+//! A walk also tells the background pull to stop giving way to the payload's reads (as heavy
+//! reads do): a payload that lists [`LIST_AFTER`] directories, or reads [`SWEEP_FILES`] files of
+//! one directory one after another in listing order, as `tar` and `cp -r` do from their first
+//! directory on, will read much of the image, which the pull's streams bring faster than
+//! one read after another.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -14,6 +20,20 @@ use std::sync::{Arc, Condvar, Mutex};
 /// more than a start reads (python3's imports list a handful), fewer than a walk's first
 /// moment.
 pub(crate) const LIST_AFTER: usize = 32;
+
+/// How many files of one directory, read one after another in listing order, make a walk:
+/// python3's, git's, node's and java's starts read none so many in order.
+pub(crate) const SWEEP_FILES: usize = 32;
+
+/// The payload's latest run of files of one directory read in listing order.
+#[derive(Default)]
+struct Sweep {
+    parent: u64,
+    /// The last file's path (files of one directory sort by path as by name).
+    last: String,
+    files: usize,
+    seen: bool,
+}
 
 #[derive(Default)]
 struct State {
@@ -30,9 +50,20 @@ struct State {
 pub(crate) struct Ahead {
     state: Mutex<State>,
     changed: Condvar,
+    sweep: Mutex<Sweep>,
+    /// Told when the walk starts.
+    foreground: Option<Arc<crate::registry::Foreground>>,
 }
 
 impl Ahead {
+    /// Telling `foreground` (the background pull's gate) when the walk starts.
+    pub(crate) fn telling(foreground: Option<Arc<crate::registry::Foreground>>) -> Self {
+        Self {
+            foreground,
+            ..Self::default()
+        }
+    }
+
     /// The payload started listing directory `ino`; `path` (relative to the image's root) is
     /// asked for the first one only.
     pub(crate) fn listed(&self, ino: u64, path: impl FnOnce() -> PathBuf) {
@@ -46,7 +77,37 @@ impl Ahead {
         if s.listed.len() >= LIST_AFTER {
             s.start = true;
             s.listed = HashSet::new();
+            self.walks();
             self.changed.notify_all();
+        }
+    }
+
+    /// The payload starts reading the file at `path` of directory `parent`.
+    pub(crate) fn file_read(&self, parent: u64, path: &str) {
+        let Ok(mut s) = self.sweep.lock() else { return };
+        if s.seen {
+            return;
+        }
+        if s.parent == parent && path > s.last.as_str() {
+            s.files += 1;
+        } else {
+            s.parent = parent;
+            s.files = 1;
+        }
+        path.clone_into(&mut s.last);
+        if s.files >= SWEEP_FILES {
+            s.seen = true;
+            tracing::debug!(
+                directory = path.rsplit_once('/').map_or("", |(d, _)| d),
+                "the payload reads a directory's files in listing order: a walk"
+            );
+            self.walks();
+        }
+    }
+
+    fn walks(&self) {
+        if let Some(fg) = &self.foreground {
+            fg.walks();
         }
     }
 
@@ -144,6 +205,35 @@ mod tests {
             ahead.listed(ino, || unreachable!("the first one's path is known"));
         }
         assert_eq!(ahead.wait_start(), Some(PathBuf::from("usr")));
+    }
+
+    #[test]
+    fn a_directorys_files_read_in_listing_order_make_a_walk_and_the_pull_stops_giving_way() {
+        use crate::registry::Foreground;
+        let fg = Arc::new(Foreground::default());
+        let ahead = Ahead::telling(Some(fg.clone()));
+        let name = |i: usize| format!("usr/bin/f{i:03}");
+        // Out of order, or one file per directory (an interpreter's imports): no walk.
+        for i in (0..2 * SWEEP_FILES).rev() {
+            ahead.file_read(2, &name(i));
+        }
+        for dir in 0..2 * SWEEP_FILES as u64 {
+            ahead.file_read(100 + dir, &format!("usr/lib/d{dir:03}/f"));
+        }
+        // In order but interrupted by a read elsewhere just short of the count.
+        for i in 0..SWEEP_FILES - 1 {
+            ahead.file_read(2, &name(i));
+        }
+        ahead.file_read(3, "usr/lib/x");
+        for i in SWEEP_FILES..2 * SWEEP_FILES - 1 {
+            ahead.file_read(2, &name(i));
+        }
+        assert!(!fg.heavy(), "no walk yet");
+        // In order, gaps allowed (files the kernel had cached ask nothing).
+        for i in (0..2 * SWEEP_FILES).step_by(2) {
+            ahead.file_read(2, &name(i));
+        }
+        assert!(fg.heavy(), "the pull gives way no longer");
     }
 
     #[test]

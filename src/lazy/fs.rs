@@ -532,6 +532,11 @@ impl Filesystem for ImageFs {
             return reply.error(Errno::ENOENT);
         };
         served.reads.fetch_add(1, Ordering::Relaxed);
+        if let (Some(ahead), 0) = (&self.ahead, offset) {
+            if let Some(node) = self.node(ino) {
+                ahead.file_read(node.parent, &entry.path);
+            }
+        }
         if let Some(data) = self.contents.lock().ok().and_then(|mut c| c.get(ino.0)) {
             return reply.data(slice(&data, offset, size));
         }

@@ -107,7 +107,7 @@ pub(crate) fn mount_image(
             push,
         });
     }
-    let ahead = Arc::new(Ahead::default());
+    let ahead = Arc::new(Ahead::telling(reader.foreground.clone()));
     let fs = ImageFs::new(layers).listing_ahead(ahead.clone());
     let mut config = fuser::Config::default();
     config.mount_options = vec![

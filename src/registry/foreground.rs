@@ -52,6 +52,9 @@ pub(crate) struct Foreground {
     files: AtomicU64,
     /// From how many such files on the background no longer waits.
     heavy_files: u64,
+    /// Whether the payload walks the image's tree (see `lazy::ahead`): the pull then no
+    /// longer waits, as for heavy reads.
+    walking: std::sync::atomic::AtomicBool,
     /// What either side fetched of the blobs.
     pub(crate) parts: BlobParts,
 }
@@ -87,6 +90,7 @@ impl Foreground {
             heavy: HEAVY,
             files: AtomicU64::new(0),
             heavy_files: HEAVY_FILES,
+            walking: std::sync::atomic::AtomicBool::new(false),
             parts: BlobParts::default(),
         }
     }
@@ -122,6 +126,12 @@ impl Foreground {
     pub(crate) fn heavy(&self) -> bool {
         self.fetched.load(Ordering::Acquire) >= self.heavy
             || self.files.load(Ordering::Acquire) >= self.heavy_files
+            || self.walking.load(Ordering::Acquire)
+    }
+
+    /// The payload walks the image's tree: it will read much of it, as heavy reads do.
+    pub(crate) fn walks(&self) {
+        self.walking.store(true, Ordering::Release);
     }
 
     /// Marks a foreground read until the guard drops.
