@@ -782,6 +782,17 @@ impl Drop for Reaped {
     }
 }
 
+/// busybox in one gzip layer and `entries` in another.
+fn busybox_and(entries: &[Entry]) -> Image {
+    ImageBuilder::new(Format::Oci)
+        .layer(&busybox::entries().unwrap(), Compression::Gzip)
+        .unwrap()
+        .layer(entries, Compression::Gzip)
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
 /// `skiff run --rm -i --lazy REFERENCE sh -c SCRIPT`, stdio piped, with the lazy helper's
 /// debug log on stderr.
 fn run_lazy_logged(env: &Env, reference: &str, script: &str) -> Reaped {
@@ -829,22 +840,13 @@ fn committed_files_pushed_body() {
     let registry = Registry::start().unwrap();
     let client = registry.client().unwrap();
     let small: Vec<Vec<u8>> = (0..3).map(|i| noise(100 << 10, 20 + i)).collect();
-    let image = ImageBuilder::new(Format::Oci)
-        .layer(&busybox::entries().unwrap(), Compression::Gzip)
-        .unwrap()
-        .layer(
-            &[
-                Entry::file("data/s0", small[0].clone()),
-                Entry::file("data/s1", small[1].clone()),
-                Entry::file("data/s2", small[2].clone()),
-                // Above the size pushed.
-                Entry::file("data/big", noise(2 << 20, 30)),
-            ],
-            Compression::Gzip,
-        )
-        .unwrap()
-        .build()
-        .unwrap();
+    let image = busybox_and(&[
+        Entry::file("data/s0", small[0].clone()),
+        Entry::file("data/s1", small[1].clone()),
+        Entry::file("data/s2", small[2].clone()),
+        // Above the size pushed.
+        Entry::file("data/big", noise(2 << 20, 30)),
+    ]);
     client.push_image("tools/through", "1", &image).unwrap();
     let env = Env::new();
     env.ok(&[
@@ -939,13 +941,7 @@ fn listed_ahead_body() {
     for (i, content) in other.iter().enumerate() {
         entries.push(Entry::file(format!("other/o{i}"), content.clone()));
     }
-    let image = ImageBuilder::new(Format::Oci)
-        .layer(&busybox::entries().unwrap(), Compression::Gzip)
-        .unwrap()
-        .layer(&entries, Compression::Gzip)
-        .unwrap()
-        .build()
-        .unwrap();
+    let image = busybox_and(&entries);
     client.push_image("tools/walked", "1", &image).unwrap();
     let env = Env::new();
     let reference = format!("{}/tools/walked:1", registry.host());
@@ -1003,13 +999,7 @@ fn a_payload_reading_a_directorys_files_in_order_is_a_walk() {
     let entries: Vec<Entry> = (0..40)
         .map(|i| Entry::file(format!("swept/f{i:02}"), noise(300 << 10, 300 + i)))
         .collect();
-    let image = ImageBuilder::new(Format::Oci)
-        .layer(&busybox::entries().unwrap(), Compression::Gzip)
-        .unwrap()
-        .layer(&entries, Compression::Gzip)
-        .unwrap()
-        .build()
-        .unwrap();
+    let image = busybox_and(&entries);
     client.push_image("tools/swept", "1", &image).unwrap();
     let reference = format!("{}/tools/swept:1", registry.host());
     Env::new().ok(&["index", "push", "-q", &reference]);
