@@ -73,7 +73,8 @@ pub(crate) struct ImageFs {
     /// kernel asks no more.
     has_xattrs: bool,
     contents: Mutex<Contents>,
-    /// Told of the directories the payload lists (None: nothing lists ahead of it).
+    /// Told of the directories the payload lists and the files it starts reading (None:
+    /// nothing lists ahead of it, nothing looks for a walk).
     ahead: Option<Arc<Ahead>>,
 }
 
@@ -525,17 +526,15 @@ impl Filesystem for ImageFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some((entry, served)) = self
+        let Some((node, entry, served)) = self
             .node(ino)
-            .and_then(|n| Some((n.entry.as_ref()?, self.layers.get(n.layer)?)))
+            .and_then(|n| Some((n, n.entry.as_ref()?, self.layers.get(n.layer)?)))
         else {
             return reply.error(Errno::ENOENT);
         };
         served.reads.fetch_add(1, Ordering::Relaxed);
         if let (Some(ahead), 0) = (&self.ahead, offset) {
-            if let Some(node) = self.node(ino) {
-                ahead.file_read(node.parent, &entry.path);
-            }
+            ahead.file_read(node.parent, &entry.path);
         }
         if let Some(data) = self.contents.lock().ok().and_then(|mut c| c.get(ino.0)) {
             return reply.data(slice(&data, offset, size));

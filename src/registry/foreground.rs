@@ -5,9 +5,9 @@
 //! not interleaved with the pull. Both keep what they fetch in the gate's [`BlobParts`], and
 //! take from it what the other fetched. A payload that reads much of the image (a tar of it, a
 //! test suite) is better served by the pull at full speed than by one read after another: once
-//! the reads have fetched [`HEAVY`] bytes or asked for [`HEAVY_FILES`] files, the pull starts
-//! and no longer waits (and reads take what its streams are about to bring from them, see
-//! `BlobParts::wait_for_stream`).
+//! the reads have fetched [`HEAVY`] bytes or asked for [`HEAVY_FILES`] files, or the payload is
+//! seen walking the tree (`lazy::ahead`), the pull starts and no longer waits (and reads take
+//! what its streams are about to bring from them, see `BlobParts::wait_for_stream`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
