@@ -987,6 +987,76 @@ rootless_test!(
     user = skiff_test_rig::rootless::nosub_user
 );
 
+/// A payload that reads a directory's files in listing order (a walk, `tar` of it) has the
+/// rest of them pushed into the page cache however big, once their layer is committed, and
+/// read right from there; a big file outside the walk's directory is not pushed, nor a file
+/// the payload read already (counted in the helper's debug log).
+fn walked_files_pushed_body() {
+    let registry = Registry::start().unwrap();
+    let client = registry.client().unwrap();
+    // Each above the size pushed for any listing.
+    let walked: Vec<Vec<u8>> = (0..40).map(|i| noise(300 << 10, 400 + i)).collect();
+    let mut entries: Vec<Entry> = walked
+        .iter()
+        .enumerate()
+        .map(|(i, content)| Entry::file(format!("walked/a{i:02}"), content.clone()))
+        .collect();
+    entries.push(Entry::file("other/big", noise(300 << 10, 480)));
+    let image = busybox_and(&entries);
+    client.push_image("tools/pushed", "1", &image).unwrap();
+    let env = Env::new();
+    let reference = format!("{}/tools/pushed:1", registry.host());
+    env.ok(&["index", "push", "-q", &reference]);
+    let names = |range: std::ops::Range<usize>| -> String {
+        range.map(|i| format!("/walked/a{i:02} ")).collect()
+    };
+    // Named, not globbed: the payload lists no directory, the walk is seen in its reads.
+    let script = format!(
+        "cat {} >/dev/null; echo ready; read go; sleep 1; cat {}; cat /other/big | wc -c",
+        names(0..32),
+        names(32..40)
+    );
+    let mut child = run_lazy_logged(&env, &reference, &script);
+    let out = ready(&mut child);
+    // The pushes are from the store: once the pull has committed the layers.
+    wait_for_the_pull(&env);
+    std::io::Write::write_all(&mut child.0.stdin.take().unwrap(), b"go\n").unwrap();
+    let (rest, stderr) = finish(&mut child, out);
+    let mut expected = walked[32..].concat();
+    expected.extend_from_slice(format!("{}\n", 300 << 10).as_bytes());
+    assert!(rest == expected, "{stderr}");
+    assert!(
+        stderr.contains("listed the image's tree ahead of the payload"),
+        "{stderr}"
+    );
+    let data_layer = image.layers[1].blob.digest.to_string();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("a lazy layer served") && l.contains(&data_layer))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    // walked/a32 to a39: not the 32 read before, not other/big.
+    assert!(line.contains("pushed=8"), "{stderr}");
+}
+
+#[test]
+fn a_walk_has_the_files_it_will_read_pushed_whatever_their_size() {
+    skiff_test_rig::require_root();
+    walked_files_pushed_body();
+}
+
+rootless_test!(
+    rootless_a_walk_has_the_files_it_will_read_pushed_whatever_their_size,
+    walked_files_pushed_body,
+    env = common::rootless_env
+);
+
+rootless_test!(
+    rootless_without_a_subuid_range_a_walk_has_the_files_it_will_read_pushed,
+    walked_files_pushed_body,
+    env = common::rootless_env,
+    user = skiff_test_rig::rootless::nosub_user
+);
+
 /// A payload that reads a directory's files one after another in listing order (a `tar` or
 /// `cp -r` of it) is taken for a walk of the image, and the background pull stops giving way to
 /// its reads (the helper's debug log says so); one that reads a few of them out of order is not.

@@ -11,6 +11,10 @@
 //! one directory one after another in listing order, as `tar` and `cp -r` do from their first
 //! directory on, will read much of the image, which the pull's streams bring faster than
 //! one read after another.
+//!
+//! A walk that reads files (the second kind) starts the listing at once, and the files of
+//! every size under its root (see [`Ahead::reads_through`]) are pushed, not only the small
+//! ones: the payload is about to read them all.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -41,6 +45,8 @@ struct State {
     listed: HashSet<u64>,
     /// The first directory listed, relative to the image's root.
     first: Option<PathBuf>,
+    /// The root of a walk that reads files, once seen ("" for the image's root).
+    reads_under: Option<String>,
     start: bool,
     stop: bool,
 }
@@ -97,12 +103,46 @@ impl Ahead {
         path.clone_into(&mut s.last);
         if s.files >= SWEEP_FILES {
             s.seen = true;
+            drop(s);
+            let directory = path.rsplit_once('/').map_or("", |(d, _)| d);
             tracing::debug!(
-                directory = path.rsplit_once('/').map_or("", |(d, _)| d),
+                directory,
                 "the payload reads a directory's files in listing order: a walk"
             );
             self.walks();
+            self.reads_from(directory);
         }
+    }
+
+    /// The payload walks the tree reading its files, seen in `directory`: the listing starts
+    /// now, and the walk's root is the first directory the payload listed where that holds
+    /// `directory` (`tar -c /usr` lists `usr`, then reads `usr/bin`), else `directory`.
+    fn reads_from(&self, directory: &str) {
+        let Ok(mut s) = self.state.lock() else { return };
+        let root = match s.first.as_deref().and_then(Path::to_str) {
+            Some(first) if under(directory, first) => first.to_owned(),
+            _ => directory.to_owned(),
+        };
+        tracing::debug!(root, "the walk reads the files under its root");
+        s.reads_under = Some(root);
+        if !s.start && !s.stop {
+            s.start = true;
+            s.listed = HashSet::new();
+            if s.first.is_none() {
+                s.first = Some(PathBuf::from(directory));
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// Whether the payload walks the tree reading its files, and `path` (relative to the
+    /// image's root) lies under the walk's root: it will be read.
+    pub(crate) fn reads_through(&self, path: &str) -> bool {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.reads_under.as_deref().map(|root| under(path, root)))
+            .unwrap_or(false)
     }
 
     fn walks(&self) {
@@ -131,6 +171,14 @@ impl Ahead {
         }
         (!s.stop).then(|| s.first.clone().unwrap_or_default())
     }
+}
+
+/// Whether `path` is `dir` or lies under it (paths relative to the image's root, "" the root).
+fn under(path: &str, dir: &str) -> bool {
+    dir.is_empty()
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Starts the thread that lists the tree mounted at `root` once `ahead` says so.
@@ -234,6 +282,42 @@ mod tests {
             ahead.file_read(2, &name(i));
         }
         assert!(fg.heavy(), "the pull gives way no longer");
+    }
+
+    #[test]
+    fn a_walk_that_reads_files_starts_the_listing_and_names_the_files_it_will_read() {
+        let sweep = |ahead: &Ahead, dir: &str| {
+            for i in 0..SWEEP_FILES {
+                ahead.file_read(2, &format!("{dir}/f{i:03}"));
+            }
+        };
+        // `tar -c /usr`: lists usr, then reads usr/bin's files.
+        let ahead = Ahead::default();
+        ahead.listed(9, || PathBuf::from("usr"));
+        assert!(!ahead.reads_through("usr/bin/f000"), "no walk yet");
+        sweep(&ahead, "usr/bin");
+        assert_eq!(ahead.wait_start(), Some(PathBuf::from("usr")), "listed now");
+        assert!(ahead.reads_through("usr/lib/x/big"));
+        assert!(ahead.reads_through("usr"));
+        assert!(!ahead.reads_through("usrlocal/big"));
+        assert!(!ahead.reads_through("etc/big"));
+        // The first directory listed does not hold the walk's: the walk's own is its root.
+        let ahead = Ahead::default();
+        ahead.listed(9, || PathBuf::from("etc/profile.d"));
+        sweep(&ahead, "usr/bin");
+        assert!(ahead.reads_through("usr/bin/f999"));
+        assert!(!ahead.reads_through("usr/lib/big"));
+        assert!(!ahead.reads_through("etc/profile.d/big"));
+        // Nothing listed before: the listing starts at the walk's directory.
+        let ahead = Ahead::default();
+        sweep(&ahead, "opt/app");
+        assert_eq!(ahead.wait_start(), Some(PathBuf::from("opt/app")));
+        // A walk seen in the image's root directory: every file.
+        let ahead = Ahead::default();
+        for i in 0..SWEEP_FILES {
+            ahead.file_read(1, &format!("f{i:03}"));
+        }
+        assert!(ahead.reads_through("usr/lib/big"));
     }
 
     #[test]

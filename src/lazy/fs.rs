@@ -533,8 +533,13 @@ impl Filesystem for ImageFs {
             return reply.error(Errno::ENOENT);
         };
         served.reads.fetch_add(1, Ordering::Relaxed);
-        if let (Some(ahead), 0) = (&self.ahead, offset) {
-            ahead.file_read(node.parent, &entry.path);
+        if offset == 0 {
+            if let Some(ahead) = &self.ahead {
+                ahead.file_read(node.parent, &entry.path);
+            }
+            if let Some(push) = &served.layer.push {
+                push.reading(ino.0);
+            }
         }
         if let Some(data) = self.contents.lock().ok().and_then(|mut c| c.get(ino.0)) {
             return reply.data(slice(&data, offset, size));

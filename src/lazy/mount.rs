@@ -121,7 +121,7 @@ pub(crate) fn mount_image(
     let session =
         fuser::spawn_mount(fs, dir, &config).map_err(|e| failed("mounting FUSE on", dir, e))?;
     for (work, toc) in pushes {
-        work.start(session.notifier(), reader.clone(), toc);
+        work.start(session.notifier(), reader.clone(), toc, ahead.clone());
     }
     ahead::start(ahead.clone(), dir.to_owned());
     Ok(Mounted { session, ahead })
