@@ -833,6 +833,31 @@ fn finish(
     (rest, stderr)
 }
 
+/// Once the background pull has committed the image (pushes are from the store), tells the
+/// payload to go on; the rest of its output and its stderr.
+fn go_once_pulled(
+    env: &Env,
+    child: &mut Reaped,
+    out: std::io::BufReader<std::process::ChildStdout>,
+) -> (Vec<u8>, String) {
+    wait_for_the_pull(env);
+    std::io::Write::write_all(&mut child.0.stdin.take().unwrap(), b"go\n").unwrap();
+    finish(child, out)
+}
+
+/// The helper's log line for `image`'s second layer, once it says the tree was listed ahead.
+fn listed_ahead_and_served<'a>(stderr: &'a str, image: &Image) -> &'a str {
+    assert!(
+        stderr.contains("listed the image's tree ahead of the payload"),
+        "{stderr}"
+    );
+    let data_layer = image.layers[1].blob.digest.to_string();
+    stderr
+        .lines()
+        .find(|l| l.contains("a lazy layer served") && l.contains(&data_layer))
+        .unwrap_or_else(|| panic!("{stderr}"))
+}
+
 /// The small files of a directory the payload listed are pushed from the store into the
 /// kernel's page cache once the background pull has committed their layer (counted in the
 /// helper's debug log), never before (nothing is fetched for it), and read right from there.
@@ -950,20 +975,9 @@ fn listed_ahead_body() {
                   sleep 1; cat /other/o0 /other/o1 /other/o2";
     let mut child = run_lazy_logged(&env, &reference, script);
     let out = ready(&mut child);
-    // The pushes are from the store: once the pull has committed the layers.
-    wait_for_the_pull(&env);
-    std::io::Write::write_all(&mut child.0.stdin.take().unwrap(), b"go\n").unwrap();
-    let (rest, stderr) = finish(&mut child, out);
+    let (rest, stderr) = go_once_pulled(&env, &mut child, out);
     assert!(rest == other.concat(), "{stderr}");
-    assert!(
-        stderr.contains("listed the image's tree ahead of the payload"),
-        "{stderr}"
-    );
-    let data_layer = image.layers[1].blob.digest.to_string();
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("a lazy layer served") && l.contains(&data_layer))
-        .unwrap_or_else(|| panic!("{stderr}"));
+    let line = listed_ahead_and_served(&stderr, &image);
     // The 40 files of the directories the payload listed, and the 3 of /other.
     assert!(line.contains("pushed=43"), "{stderr}");
 }
@@ -1018,22 +1032,11 @@ fn walked_files_pushed_body() {
     );
     let mut child = run_lazy_logged(&env, &reference, &script);
     let out = ready(&mut child);
-    // The pushes are from the store: once the pull has committed the layers.
-    wait_for_the_pull(&env);
-    std::io::Write::write_all(&mut child.0.stdin.take().unwrap(), b"go\n").unwrap();
-    let (rest, stderr) = finish(&mut child, out);
+    let (rest, stderr) = go_once_pulled(&env, &mut child, out);
     let mut expected = walked[32..].concat();
     expected.extend_from_slice(format!("{}\n", 300 << 10).as_bytes());
     assert!(rest == expected, "{stderr}");
-    assert!(
-        stderr.contains("listed the image's tree ahead of the payload"),
-        "{stderr}"
-    );
-    let data_layer = image.layers[1].blob.digest.to_string();
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("a lazy layer served") && l.contains(&data_layer))
-        .unwrap_or_else(|| panic!("{stderr}"));
+    let line = listed_ahead_and_served(&stderr, &image);
     // walked/a32 to a39: not the 32 read before, not other/big.
     assert!(line.contains("pushed=8"), "{stderr}");
 }

@@ -81,11 +81,16 @@ impl Ahead {
             s.first = Some(path());
         }
         if s.listed.len() >= LIST_AFTER {
-            s.start = true;
-            s.listed = HashSet::new();
             self.walks();
-            self.changed.notify_all();
+            self.start_listing(&mut s);
         }
+    }
+
+    /// Wakes the listing thread (the directories counted are no longer needed).
+    fn start_listing(&self, s: &mut State) {
+        s.start = true;
+        s.listed = HashSet::new();
+        self.changed.notify_all();
     }
 
     /// The payload starts reading the file at `path` of directory `parent`.
@@ -126,12 +131,10 @@ impl Ahead {
         tracing::debug!(root, "the walk reads the files under its root");
         s.reads_under = Some(root);
         if !s.start && !s.stop {
-            s.start = true;
-            s.listed = HashSet::new();
             if s.first.is_none() {
                 s.first = Some(PathBuf::from(directory));
             }
-            self.changed.notify_all();
+            self.start_listing(&mut s);
         }
     }
 
