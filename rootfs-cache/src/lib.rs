@@ -16,6 +16,7 @@ pub mod records;
 mod scan;
 pub mod store;
 mod sys;
+mod unpacking;
 pub mod verify;
 
 pub use confined::ConfinedRoot;
@@ -27,6 +28,7 @@ pub use layer_writer::Compression;
 pub use mounts::mount_points_under;
 pub use records::{ImageLayer, ImageRecord, LayerRecord, RefRecord};
 pub use store::{LayerOutcome, LayerSlot, LayerWriter, Store, StoreError};
+pub use unpacking::{Unpacked, Unpacking};
 pub use verify::{Finding, VerifyReport};
 
 /// Reads an extended attribute of a path in the store (a layer's opaque marker or rootless

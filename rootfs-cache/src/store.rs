@@ -137,6 +137,8 @@ impl LayerOutcome {
 pub struct Store {
     root: PathBuf,
     options: ExtractOptions,
+    /// Told how far each layer's unpacking has got (None: nobody asked).
+    unpacking: Option<std::sync::Arc<crate::Unpacking>>,
 }
 
 const DIRS: [&str; 7] = [
@@ -165,7 +167,17 @@ impl Store {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
         }
-        Ok(Self { root, options })
+        Ok(Self {
+            root,
+            options,
+            unpacking: None,
+        })
+    }
+
+    /// This store with its layer writers telling `unpacking` how far they have got.
+    pub fn reporting_unpacking_to(mut self, unpacking: std::sync::Arc<crate::Unpacking>) -> Self {
+        self.unpacking = Some(unpacking);
+        self
     }
 
     /// The store root.
@@ -479,6 +491,9 @@ impl LayerWriter<'_> {
         let fs_dir = staging.join("fs");
         fs::create_dir_all(&fs_dir).map_err(io_err("creating", &fs_dir))?;
         let result = self.fill(&staging, digest, compression, source);
+        if let Some(unpacking) = &store.unpacking {
+            unpacking.end(&self.diff_id);
+        }
         match result {
             Ok(record) => Ok(record),
             Err(err) => {
@@ -497,12 +512,23 @@ impl LayerWriter<'_> {
         source: R,
     ) -> Result<LayerRecord, StoreError> {
         let store = self.store;
+        let fs_dir = staging.join("fs");
+        // Readers of the staging directory get it open now: it is renamed on commit.
+        let unpacked = store.unpacking.as_ref().and_then(|unpacking| {
+            let root = crate::ConfinedRoot::open(&fs_dir).ok()?;
+            unpacking.begin(self.diff_id, root)
+        });
         let (mut reader, decoder) =
             layer_writer::spawn_decoder(source, compression).map_err(|e| StoreError::Stream {
                 layer: *digest,
                 source: e.into(),
             })?;
-        let extracted = extract::extract(&mut reader, &staging.join("fs"), &store.options);
+        let extracted =
+            extract::extract_reporting(&mut reader, &fs_dir, &store.options, &|written| {
+                if let Some(u) = &unpacked {
+                    u.advance(written);
+                }
+            });
         let drained = if extracted.is_ok() {
             reader.drain()
         } else {

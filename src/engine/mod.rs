@@ -229,7 +229,12 @@ impl Engine {
 
     /// Opens (creating) the store.
     pub(crate) fn store(&self) -> Result<Store, EngineError> {
-        Store::open(&self.root).map_err(|source| self.store_err(source))
+        let store = Store::open(&self.root).map_err(|source| self.store_err(source))?;
+        // A lazy run's pull: its reads take files from the layers it is unpacking.
+        Ok(match &self.foreground {
+            Some(fg) => store.reporting_unpacking_to(fg.unpacking.clone()),
+            None => store,
+        })
     }
 
     fn store_err(&self, source: StoreError) -> EngineError {

@@ -536,16 +536,27 @@ const STREAM_AHEAD: u64 = 8 << 20;
 /// itself.
 const STREAM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The smallest file that waits for its layer's commit (see `LayerReader::wait_for_commit`).
-const COMMIT_WAIT_MIN: u64 = 4 << 20;
+/// Files up to this size taken from a layer the pull is unpacking are read whole (and kept by
+/// the file system); bigger ones are checked once, kept open and read as asked.
+const UNPACKED_WHOLE: u64 = 1 << 20;
+/// How many such big files are kept open (all are closed when one more is wanted).
+const UNPACKED_KEPT: usize = 64;
+/// The smallest file that waits for the pull (see `LayerReader::wait_for_pull`).
+const PULL_WAIT_MIN: u64 = 4 << 20;
 /// The longest such a wait.
-const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const PULL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the unpacking of a layer may stand still before a read waiting for it asks the
+/// link instead.
+const UNPACKING_STALL: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long after its stream ended a layer may take to be committed (its extraction's tail).
 const COMMIT_AFTER_STREAM: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Reads files of an image's layers: the chunks that hold them by Range requests on a runtime
 /// of its own, cached and shared by concurrent readers (`chunks`), each file checked against
-/// its table. While a read waits, the background pull (if any) gives way to it.
+/// its table. While a read waits, the background pull (if any) gives way to it. What the pull
+/// has written already is read from there: a committed layer's files from the store, a file of
+/// a layer it is still unpacking from its staging directory once its tar entry is written
+/// (checked against the table, as nothing there is verified yet).
 pub(crate) struct LayerReader {
     runtime: Arc<tokio::runtime::Runtime>,
     client: RegistryClient,
@@ -558,6 +569,8 @@ pub(crate) struct LayerReader {
     /// The committed layers opened so far: looked up and opened once each.
     committed_roots:
         std::sync::Mutex<std::collections::HashMap<Digest, Arc<rootfs_cache::ConfinedRoot>>>,
+    /// Big files taken from layers being unpacked, checked, by layer and offset.
+    unpacked_files: std::sync::Mutex<std::collections::HashMap<(Digest, u64), Arc<std::fs::File>>>,
 }
 
 impl std::fmt::Debug for LayerReader {
@@ -585,6 +598,7 @@ impl LayerReader {
             foreground,
             store: None,
             committed_roots: std::sync::Mutex::default(),
+            unpacked_files: std::sync::Mutex::default(),
         }
     }
 
@@ -608,11 +622,14 @@ impl LayerReader {
         if let Some(content) = self.committed(toc, entry, 0..entry.size) {
             return Ok(content);
         }
+        if let Some(content) = self.unpacked_whole(toc, entry) {
+            return Ok(content);
+        }
         self.read_remote(toc, entry)
     }
 
     /// `size` bytes at `offset` of `entry` of layer `toc`: just those from a layer the pull
-    /// committed already, else the whole checked file.
+    /// committed already (or from a big file it has unpacked), else the whole checked file.
     pub(crate) fn read_at(
         &self,
         toc: &LayerToc,
@@ -625,24 +642,135 @@ impl LayerReader {
         if let Some(bytes) = self.committed(toc, entry, start..end) {
             return Ok(fs::Content::Range(bytes));
         }
-        if self.wait_for_commit(toc, entry)
-            && let Some(bytes) = self.committed(toc, entry, start..end)
-        {
-            return Ok(fs::Content::Range(bytes));
+        if let Some(content) = self.unpacked(toc, entry, start..end) {
+            return Ok(content);
+        }
+        if self.wait_for_pull(toc, entry) {
+            if let Some(bytes) = self.committed(toc, entry, start..end) {
+                return Ok(fs::Content::Range(bytes));
+            }
+            if let Some(content) = self.unpacked(toc, entry, start..end) {
+                return Ok(content);
+            }
         }
         self.read_remote(toc, entry).map(fs::Content::Whole)
     }
 
-    /// Whether layer `toc` is in the store after a wait for it, for a big file `entry` that a
-    /// heavy reader wants while the pull's stream of the layer has no more to bring than the
-    /// file's own compressed bytes: the pull inflates and checks the file anyway, and the store
-    /// then serves it with no inflating or hashing here (128 MiB of a JDK's `modules` cost
-    /// 0.7 s of a serving thread on two busy CPUs, the pull doing the same beside it).
-    fn wait_for_commit(&self, toc: &LayerToc, entry: &toc::TocEntry) -> bool {
+    /// `range` of `entry` from the layer the pull is unpacking, once the file is written
+    /// there: a small file whole, a big one (checked once, then kept open) just the range.
+    /// `None` where it is not written yet or not as the index says.
+    fn unpacked(
+        &self,
+        toc: &LayerToc,
+        entry: &toc::TocEntry,
+        range: std::ops::Range<u64>,
+    ) -> Option<fs::Content> {
+        use std::os::unix::fs::FileExt as _;
+        if entry.size <= UNPACKED_WHOLE {
+            return self.unpacked_whole(toc, entry).map(fs::Content::Whole);
+        }
+        let key = (toc.diff_id, entry.offset);
+        let kept = self.unpacked_files.lock().ok()?.get(&key).cloned();
+        let file = match kept {
+            Some(file) => file,
+            None => {
+                let file = Arc::new(self.unpacked_file(toc, entry)?);
+                let mut kept = self.unpacked_files.lock().ok()?;
+                if kept.len() >= UNPACKED_KEPT {
+                    kept.clear();
+                }
+                kept.insert(key, file.clone());
+                file
+            }
+        };
+        let mut content = vec![0; usize::try_from(range.end.saturating_sub(range.start)).ok()?];
+        file.read_exact_at(&mut content, range.start).ok()?;
+        Some(fs::Content::Range(content))
+    }
+
+    /// The whole of `entry`, from the layer the pull is unpacking, checked.
+    fn unpacked_whole(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Option<Vec<u8>> {
+        use std::io::Read as _;
+        let mut file = self.unpacked_open(toc, entry)?;
+        let mut content = Vec::with_capacity(usize::try_from(entry.size).ok()?);
+        file.read_to_end(&mut content).ok()?;
+        (Some(Digest::of(&content)) == entry.digest).then_some(content)
+    }
+
+    /// `entry`'s file in the layer the pull is unpacking, its content checked.
+    fn unpacked_file(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Option<std::fs::File> {
+        use sha2::Digest as _;
+        use std::io::Read as _;
+        let mut file = self.unpacked_open(toc, entry)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0; 1 << 20];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(_) => return None,
+            }
+        }
+        (Some(Digest::from_sha256(hasher)) == entry.digest).then_some(file)
+    }
+
+    /// Whether `entry`'s tar entry is written in the layer the pull is unpacking.
+    fn is_unpacked(&self, toc: &LayerToc, entry: &toc::TocEntry) -> bool {
+        self.foreground
+            .as_deref()
+            .and_then(|fg| fg.unpacking.layer(&toc.diff_id))
+            .is_some_and(|l| l.written() >= entry.offset.saturating_add(entry.size))
+    }
+
+    /// `entry`'s file in the layer the pull is unpacking, once its tar entry is written.
+    fn unpacked_open(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Option<std::fs::File> {
+        let fg = self.foreground.as_deref()?;
+        entry.digest?;
+        let layer = fg.unpacking.layer(&toc.diff_id)?;
+        if layer.written() < entry.offset.saturating_add(entry.size) {
+            return None;
+        }
+        let fd = layer
+            .root()
+            .open_file(
+                std::path::Path::new(&entry.path),
+                libc::O_RDONLY | libc::O_NOFOLLOW,
+            )
+            .ok()?;
+        let file = std::fs::File::from(fd);
+        let meta = file.metadata().ok()?;
+        (meta.is_file() && meta.len() == entry.size).then_some(file)
+    }
+
+    /// Whether the pull has big file `entry` of layer `toc` after a wait for it (written where
+    /// it unpacks the layer, or the layer committed), for a heavy reader: once the pull
+    /// unpacks the layer, or while its stream of the layer has no more to bring than the
+    /// file's own compressed bytes. The pull inflates the file anyway, and from there it is
+    /// served with no inflating here (128 MiB of a JDK's `modules` cost 0.7 s of a serving
+    /// thread on two busy CPUs, the pull doing the same beside it). The wait ends where the
+    /// unpacking stops moving for [`UNPACKING_STALL`], or after [`PULL_WAIT`].
+    fn wait_for_pull(&self, toc: &LayerToc, entry: &toc::TocEntry) -> bool {
         let Some(fg) = self.foreground.as_deref().filter(|f| f.heavy()) else {
             return false;
         };
-        if entry.size < COMMIT_WAIT_MIN || !self.reads_committed_layers() {
+        if entry.size < PULL_WAIT_MIN || !self.reads_committed_layers() {
+            return false;
+        }
+        let start = std::time::Instant::now();
+        if let Some(layer) = fg.unpacking.layer(&toc.diff_id) {
+            let mut moved = (layer.written(), start);
+            while start.elapsed() < PULL_WAIT {
+                if self.has_committed(toc) || self.is_unpacked(toc, entry) {
+                    return true;
+                }
+                let written = layer.written();
+                if written != moved.0 {
+                    moved = (written, std::time::Instant::now());
+                } else if moved.1.elapsed() > UNPACKING_STALL {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             return false;
         }
         let (first, last) =
@@ -658,10 +786,9 @@ impl LayerReader {
         if !coming {
             return false;
         }
-        let start = std::time::Instant::now();
         let mut ended: Option<std::time::Instant> = None;
-        while start.elapsed() < COMMIT_WAIT {
-            if self.has_committed(toc) {
+        while start.elapsed() < PULL_WAIT {
+            if self.has_committed(toc) || self.is_unpacked(toc, entry) {
                 return true;
             }
             // A stream that ended without a commit soon after failed: no more waiting.
@@ -937,6 +1064,146 @@ mod tests {
         ));
     }
 
+    /// A layer source that hands on what the test sends it, when it sends it.
+    struct Gated {
+        rx: std::sync::mpsc::Receiver<Vec<u8>>,
+        chunk: Vec<u8>,
+        at: usize,
+    }
+
+    impl std::io::Read for Gated {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            while self.at == self.chunk.len() {
+                match self.rx.recv() {
+                    Ok(chunk) => (self.chunk, self.at) = (chunk, 0),
+                    Err(_) => return Ok(0),
+                }
+            }
+            let n = buf.len().min(self.chunk.len() - self.at);
+            buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn files_of_a_layer_the_pull_unpacks_are_read_from_there_once_written_and_checked() {
+        use crate::registry::Foreground;
+        use skiff_test_rig::synth::noise;
+        use std::time::Duration;
+
+        // Stored, not compressed: the blob's offsets are nearly the tar's.
+        let (small, big, after) = (noise(1, 100_000), noise(2, 5 << 20), noise(3, 700_000));
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, body) in [
+            ("usr/small", &small),
+            ("usr/big", &big),
+            ("usr/after", &after),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(body.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, path, &body[..]).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        gz.write_all(&tar.into_inner().unwrap()).unwrap();
+        let blob = gz.finish().unwrap();
+        let digest = Digest::of(&blob);
+        let toc = Arc::new(LayerToc::build(&blob[..], digest).unwrap());
+        let end = |path: &str| {
+            let e = toc.entry(path).unwrap();
+            usize::try_from(e.offset + e.size).unwrap()
+        };
+
+        // The payload reads heavily; the pull unpacks the layer as its bytes come. With no
+        // registry, a read served from anywhere but the pull's unpacking fails.
+        let fg = Arc::new(Foreground::with_quiet(Duration::ZERO, Duration::ZERO).heavy_from(0, 0));
+        let dir = tempfile::tempdir().unwrap();
+        let store = rootfs_cache::Store::open(dir.path())
+            .unwrap()
+            .reporting_unpacking_to(fg.unpacking.clone());
+        let reader = Arc::new(
+            unanswered_reader(Some(fg.clone())).reading_committed_layers_of(store.clone()),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pull = std::thread::spawn({
+            let (store, diff_id) = (store.clone(), toc.diff_id);
+            move || {
+                let source = Gated {
+                    rx,
+                    chunk: Vec::new(),
+                    at: 0,
+                };
+                store.commit_layer(
+                    &digest,
+                    &diff_id,
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                    source,
+                )
+            }
+        });
+        let unpacked_to = |at: usize| {
+            let begun = std::time::Instant::now();
+            while fg
+                .unpacking
+                .layer(&toc.diff_id)
+                .is_none_or(|l| l.written() < at as u64)
+            {
+                assert!(
+                    begun.elapsed() < Duration::from_secs(30),
+                    "never unpacked to {at}"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+
+        // 300 kB past the small file (more than the decoder holds back): it is written.
+        let mut sent = end("usr/small") + 300_000;
+        tx.send(blob[..sent].to_vec()).unwrap();
+        unpacked_to(end("usr/small"));
+        match reader.read_at(&toc, toc.entry("usr/small").unwrap(), 0, 4096) {
+            Ok(fs::Content::Whole(bytes)) => assert!(bytes == small),
+            Ok(fs::Content::Range(_)) => panic!("a small file came as a range"),
+            Err(e) => panic!("{e}"),
+        }
+        // Checked against the index: a file the index describes otherwise is not taken.
+        let mut lying = (*toc).clone();
+        let e = lying
+            .entries
+            .iter_mut()
+            .find(|e| e.path == "usr/small")
+            .unwrap();
+        e.digest = Some(Digest::of(b"another small file"));
+        assert!(
+            reader
+                .read_at(&lying, lying.entry("usr/small").unwrap(), 0, 4096)
+                .is_err()
+        );
+
+        // The big file, not written yet: the heavy read waits for the unpacking to pass it
+        // (not for the commit, which the rest of the stream holds back), then reads its range.
+        let read = std::thread::spawn({
+            let (reader, toc) = (reader.clone(), toc.clone());
+            move || match reader.read_at(&toc, toc.entry("usr/big").unwrap(), 4096, 4096) {
+                Ok(fs::Content::Range(bytes)) => bytes,
+                Ok(fs::Content::Whole(_)) => panic!("a big file came whole"),
+                Err(e) => panic!("{e}"),
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!read.is_finished(), "the read did not wait for the pull");
+        let to = end("usr/big") + 300_000;
+        tx.send(blob[sent..to].to_vec()).unwrap();
+        sent = to;
+        assert!(read.join().unwrap() == big[4096..8192]);
+        assert!(!store.has_layer(&toc.diff_id), "read from the commit");
+
+        tx.send(blob[sent..].to_vec()).unwrap();
+        drop(tx);
+        pull.join().unwrap().unwrap();
+        assert!(fg.unpacking.layer(&toc.diff_id).is_none());
+    }
+
     #[test]
     fn a_heavy_read_just_ahead_of_the_pulls_stream_waits_for_it_instead_of_fetching() {
         use crate::registry::Foreground;
@@ -1087,6 +1354,6 @@ mod tests {
         let reader = reader_with(fg, rootfs_cache::Store::open(dir.path()).unwrap());
         let begun = std::time::Instant::now();
         assert!(reader.read_at(&toc, &big, 0, 4096).is_err());
-        assert!(begun.elapsed() < COMMIT_WAIT, "it waited for a commit");
+        assert!(begun.elapsed() < PULL_WAIT, "it waited for a commit");
     }
 }

@@ -57,6 +57,9 @@ pub(crate) struct Foreground {
     walking: std::sync::atomic::AtomicBool,
     /// What either side fetched of the blobs.
     pub(crate) parts: BlobParts,
+    /// How far the pull has unpacked each layer: the reads take a file from there once it is
+    /// written.
+    pub(crate) unpacking: std::sync::Arc<rootfs_cache::Unpacking>,
 }
 
 impl Default for Foreground {
@@ -92,6 +95,7 @@ impl Foreground {
             heavy_files: HEAVY_FILES,
             walking: std::sync::atomic::AtomicBool::new(false),
             parts: BlobParts::default(),
+            unpacking: std::sync::Arc::default(),
         }
     }
 

@@ -250,6 +250,17 @@ pub fn extract(
     dest: &Path,
     options: &ExtractOptions,
 ) -> Result<ExtractStats, ExtractError> {
+    extract_reporting(tar, dest, options, &|_| {})
+}
+
+/// [`extract`], calling `written` after each entry with the bytes of the stream read so far:
+/// every entry whose content ends there or before is written in full.
+pub(crate) fn extract_reporting(
+    tar: impl Read,
+    dest: &Path,
+    options: &ExtractOptions,
+    written: &dyn Fn(u64),
+) -> Result<ExtractStats, ExtractError> {
     let root = ConfinedRoot::open(dest).map_err(|source| ExtractError::Io {
         path: dest.display().to_string(),
         op: "open layer root",
@@ -264,7 +275,13 @@ pub fn extract(
         buf: vec![0u8; 256 * 1024],
     };
     // The guard refuses a long name or PAX header over its bound before `tar` reads it whole.
-    let mut archive = tar::Archive::new(guard::HeaderGuard::new(tar));
+    let read = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    // Counted as the tar parser reads it, which takes an entry's content only as it is copied.
+    let counted = Counted {
+        inner: guard::HeaderGuard::new(tar),
+        read: read.clone(),
+    };
+    let mut archive = tar::Archive::new(counted);
     for entry in archive.entries().map_err(tar_error)? {
         let entry = entry.map_err(tar_error)?;
         ex.stats.entries += 1;
@@ -276,9 +293,24 @@ pub fn extract(
             });
         }
         ex.entry(entry)?;
+        written(read.get());
     }
     ex.finish_dirs()?;
     Ok(ex.stats)
+}
+
+/// A reader counting the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
 }
 
 struct Extractor {
