@@ -16,28 +16,6 @@ use skiff_test_rig::image::Layer;
 use skiff_test_rig::synth::noise;
 use skiff_test_rig::{Compression, Entry};
 
-/// A layer source that hands on what the test sends it, when it sends it.
-struct Gated {
-    rx: mpsc::Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    at: usize,
-}
-
-impl Read for Gated {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.chunk.len() {
-            match self.rx.recv() {
-                Ok(chunk) => (self.chunk, self.at) = (chunk, 0),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
 /// Each regular file of a plain tar: its path, content, and where its content ends.
 fn files(tar: &[u8]) -> Vec<(String, Vec<u8>, u64)> {
     let mut archive = tar::Archive::new(tar);
@@ -84,21 +62,14 @@ fn start(
     let store = Store::open(dir.path())
         .unwrap()
         .reporting_unpacking_to(unpacking.clone());
-    let (tx, rx) = mpsc::channel();
+    let (tx, source) = skiff_test_rig::gated::gated();
     let writer = std::thread::spawn({
         let (store, digest, media) = (
             store.clone(),
             layer.blob.digest,
             layer.blob.media_type.clone(),
         );
-        move || {
-            let source = Gated {
-                rx,
-                chunk: Vec::new(),
-                at: 0,
-            };
-            store.commit_layer(&digest, &diff_id, &media, source)
-        }
+        move || store.commit_layer(&digest, &diff_id, &media, source)
     });
     (store, unpacking, tx, writer, dir)
 }

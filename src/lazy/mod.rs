@@ -1064,26 +1064,22 @@ mod tests {
         ));
     }
 
-    /// A layer source that hands on what the test sends it, when it sends it.
-    struct Gated {
-        rx: std::sync::mpsc::Receiver<Vec<u8>>,
-        chunk: Vec<u8>,
-        at: usize,
-    }
-
-    impl std::io::Read for Gated {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            while self.at == self.chunk.len() {
-                match self.rx.recv() {
-                    Ok(chunk) => (self.chunk, self.at) = (chunk, 0),
-                    Err(_) => return Ok(0),
-                }
-            }
-            let n = buf.len().min(self.chunk.len() - self.at);
-            buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-            self.at += n;
-            Ok(n)
+    /// A gzip layer of `files` (path, content), stored rather than compressed (its offsets
+    /// nearly the tar's), its digest and its table.
+    fn stored_layer(files: &[(&str, &[u8])]) -> (Vec<u8>, Digest, Arc<LayerToc>) {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, body) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(body.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, path, *body).unwrap();
         }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        gz.write_all(&tar.into_inner().unwrap()).unwrap();
+        let blob = gz.finish().unwrap();
+        let digest = Digest::of(&blob);
+        let toc = Arc::new(LayerToc::build(&blob[..], digest).unwrap());
+        (blob, digest, toc)
     }
 
     #[test]
@@ -1092,24 +1088,12 @@ mod tests {
         use skiff_test_rig::synth::noise;
         use std::time::Duration;
 
-        // Stored, not compressed: the blob's offsets are nearly the tar's.
         let (small, big, after) = (noise(1, 100_000), noise(2, 5 << 20), noise(3, 700_000));
-        let mut tar = tar::Builder::new(Vec::new());
-        for (path, body) in [
+        let (blob, digest, toc) = stored_layer(&[
             ("usr/small", &small),
             ("usr/big", &big),
             ("usr/after", &after),
-        ] {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(body.len() as u64);
-            header.set_mode(0o644);
-            tar.append_data(&mut header, path, &body[..]).unwrap();
-        }
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
-        gz.write_all(&tar.into_inner().unwrap()).unwrap();
-        let blob = gz.finish().unwrap();
-        let digest = Digest::of(&blob);
-        let toc = Arc::new(LayerToc::build(&blob[..], digest).unwrap());
+        ]);
         let end = |path: &str| {
             let e = toc.entry(path).unwrap();
             usize::try_from(e.offset + e.size).unwrap()
@@ -1125,15 +1109,10 @@ mod tests {
         let reader = Arc::new(
             unanswered_reader(Some(fg.clone())).reading_committed_layers_of(store.clone()),
         );
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, source) = skiff_test_rig::gated::gated();
         let pull = std::thread::spawn({
             let (store, diff_id) = (store.clone(), toc.diff_id);
             move || {
-                let source = Gated {
-                    rx,
-                    chunk: Vec::new(),
-                    at: 0,
-                };
                 store.commit_layer(
                     &digest,
                     &diff_id,
@@ -1292,22 +1271,11 @@ mod tests {
         // the stream to come), the big file's 5 MiB, 6 MiB after it.
         use skiff_test_rig::synth::noise;
         let (before, content, after) = (noise(1, 9 << 20), noise(2, 5 << 20), noise(3, 6 << 20));
-        let mut tar = tar::Builder::new(Vec::new());
-        for (path, body) in [
+        let (blob, digest, toc) = stored_layer(&[
             ("usr/before", &before),
             ("usr/big", &content),
             ("usr/after", &after),
-        ] {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(body.len() as u64);
-            header.set_mode(0o644);
-            tar.append_data(&mut header, path, &body[..]).unwrap();
-        }
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
-        gz.write_all(&tar.into_inner().unwrap()).unwrap();
-        let blob = gz.finish().unwrap();
-        let digest = Digest::of(&blob);
-        let toc = Arc::new(LayerToc::build(&blob[..], digest).unwrap());
+        ]);
         // A read that does not wait fails.
         let reader_with = |fg: Arc<Foreground>, store: rootfs_cache::Store| {
             unanswered_reader(Some(fg)).reading_committed_layers_of(store)

@@ -9,6 +9,7 @@ pub mod child;
 pub mod client;
 pub mod entry;
 pub mod fault_proxy;
+pub mod gated;
 pub mod image;
 pub mod loopfs;
 pub mod registry;
