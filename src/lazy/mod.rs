@@ -551,6 +551,20 @@ const UNPACKING_STALL: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long after its stream ended a layer may take to be committed (its extraction's tail).
 const COMMIT_AFTER_STREAM: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// `entry`'s file in a layer's directory `root`, where it is a regular file of the size the
+/// index says.
+fn file_in(root: &rootfs_cache::ConfinedRoot, entry: &toc::TocEntry) -> Option<std::fs::File> {
+    let fd = root
+        .open_file(
+            std::path::Path::new(&entry.path),
+            libc::O_RDONLY | libc::O_NOFOLLOW,
+        )
+        .ok()?;
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata().ok()?;
+    (meta.is_file() && meta.len() == entry.size).then_some(file)
+}
+
 /// Reads files of an image's layers: the chunks that hold them by Range requests on a runtime
 /// of its own, cached and shared by concurrent readers (`chunks`), each file checked against
 /// its table. While a read waits, the background pull (if any) gives way to it. What the pull
@@ -730,16 +744,7 @@ impl LayerReader {
         if layer.written() < entry.offset.saturating_add(entry.size) {
             return None;
         }
-        let fd = layer
-            .root()
-            .open_file(
-                std::path::Path::new(&entry.path),
-                libc::O_RDONLY | libc::O_NOFOLLOW,
-            )
-            .ok()?;
-        let file = std::fs::File::from(fd);
-        let meta = file.metadata().ok()?;
-        (meta.is_file() && meta.len() == entry.size).then_some(file)
+        file_in(layer.root(), entry)
     }
 
     /// Whether the pull has big file `entry` of layer `toc` after a wait for it (written where
@@ -839,15 +844,7 @@ impl LayerReader {
         entry: &toc::TocEntry,
     ) -> Option<std::fs::File> {
         let root = self.committed_root(&toc.diff_id)?;
-        let fd = root
-            .open_file(
-                std::path::Path::new(&entry.path),
-                libc::O_RDONLY | libc::O_NOFOLLOW,
-            )
-            .ok()?;
-        let file = std::fs::File::from(fd);
-        let meta = file.metadata().ok()?;
-        (meta.is_file() && meta.len() == entry.size).then_some(file)
+        file_in(&root, entry)
     }
 
     /// Whether the background pull has committed layer `toc` to the store.
