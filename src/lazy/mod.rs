@@ -653,19 +653,19 @@ impl LayerReader {
     ) -> Result<fs::Content, LazyError> {
         let start = offset.min(entry.size);
         let end = start.saturating_add(u64::from(size)).min(entry.size);
-        if let Some(bytes) = self.committed(toc, entry, start..end) {
-            return Ok(fs::Content::Range(bytes));
-        }
-        if let Some(content) = self.unpacked(toc, entry, start..end) {
+        // What the pull wrote already: its committed layer, or the layer it is unpacking.
+        let from_pull = || {
+            self.committed(toc, entry, start..end)
+                .map(fs::Content::Range)
+                .or_else(|| self.unpacked(toc, entry, start..end))
+        };
+        if let Some(content) = from_pull() {
             return Ok(content);
         }
-        if self.wait_for_pull(toc, entry) {
-            if let Some(bytes) = self.committed(toc, entry, start..end) {
-                return Ok(fs::Content::Range(bytes));
-            }
-            if let Some(content) = self.unpacked(toc, entry, start..end) {
-                return Ok(content);
-            }
+        if self.wait_for_pull(toc, entry)
+            && let Some(content) = from_pull()
+        {
+            return Ok(content);
         }
         self.read_remote(toc, entry).map(fs::Content::Whole)
     }
@@ -713,38 +713,25 @@ impl LayerReader {
 
     /// `entry`'s file in the layer the pull is unpacking, its content checked.
     fn unpacked_file(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Option<std::fs::File> {
-        use sha2::Digest as _;
-        use std::io::Read as _;
         let mut file = self.unpacked_open(toc, entry)?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0; 1 << 20];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => hasher.update(&buf[..n]),
-                Err(_) => return None,
-            }
-        }
-        (Some(Digest::from_sha256(hasher)) == entry.digest).then_some(file)
+        let (digest, _) = toc::content_digest(&mut file).ok()?;
+        (Some(digest) == entry.digest).then_some(file)
     }
 
-    /// Whether `entry`'s tar entry is written in the layer the pull is unpacking.
-    fn is_unpacked(&self, toc: &LayerToc, entry: &toc::TocEntry) -> bool {
-        self.foreground
-            .as_deref()
-            .and_then(|fg| fg.unpacking.layer(&toc.diff_id))
-            .is_some_and(|l| l.written() >= entry.offset.saturating_add(entry.size))
+    /// The layer the pull is unpacking, where `entry`'s tar entry is written in it.
+    fn unpacked_layer(
+        &self,
+        toc: &LayerToc,
+        entry: &toc::TocEntry,
+    ) -> Option<Arc<rootfs_cache::Unpacked>> {
+        let layer = self.foreground.as_deref()?.unpacking.layer(&toc.diff_id)?;
+        (layer.written() >= entry.offset.saturating_add(entry.size)).then_some(layer)
     }
 
     /// `entry`'s file in the layer the pull is unpacking, once its tar entry is written.
     fn unpacked_open(&self, toc: &LayerToc, entry: &toc::TocEntry) -> Option<std::fs::File> {
-        let fg = self.foreground.as_deref()?;
         entry.digest?;
-        let layer = fg.unpacking.layer(&toc.diff_id)?;
-        if layer.written() < entry.offset.saturating_add(entry.size) {
-            return None;
-        }
-        file_in(layer.root(), entry)
+        file_in(self.unpacked_layer(toc, entry)?.root(), entry)
     }
 
     /// Whether the pull has big file `entry` of layer `toc` after a wait for it (written where
@@ -763,12 +750,13 @@ impl LayerReader {
         }
         let start = std::time::Instant::now();
         if let Some(layer) = fg.unpacking.layer(&toc.diff_id) {
+            let end = entry.offset.saturating_add(entry.size);
             let mut moved = (layer.written(), start);
             while start.elapsed() < PULL_WAIT {
-                if self.has_committed(toc) || self.is_unpacked(toc, entry) {
+                let written = layer.written();
+                if written >= end || self.has_committed(toc) {
                     return true;
                 }
-                let written = layer.written();
                 if written != moved.0 {
                     moved = (written, std::time::Instant::now());
                 } else if moved.1.elapsed() > UNPACKING_STALL {
@@ -793,7 +781,7 @@ impl LayerReader {
         }
         let mut ended: Option<std::time::Instant> = None;
         while start.elapsed() < PULL_WAIT {
-            if self.has_committed(toc) || self.is_unpacked(toc, entry) {
+            if self.has_committed(toc) || self.unpacked_layer(toc, entry).is_some() {
                 return true;
             }
             // A stream that ended without a commit soon after failed: no more waiting.

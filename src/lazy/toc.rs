@@ -311,10 +311,9 @@ fn toc_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TocEntry, String>
     }
     let (size, offset, digest) = if kind == Kind::File {
         let offset = entry.raw_file_position();
-        let mut hash = Sha256::new();
-        let size = io::copy(entry, &mut HashWriter(&mut hash))
-            .map_err(|e| format!("{path}: reading its content: {e}"))?;
-        (size, offset, Some(Digest::from_sha256(hash)))
+        let (digest, size) =
+            content_digest(entry).map_err(|e| format!("{path}: reading its content: {e}"))?;
+        (size, offset, Some(digest))
     } else {
         (0, 0, None)
     };
@@ -332,6 +331,13 @@ fn toc_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TocEntry, String>
         dev,
         xattrs,
     })
+}
+
+/// The digest of what `content` reads to its end, and its length.
+pub(crate) fn content_digest(content: &mut impl Read) -> io::Result<(Digest, u64)> {
+    let mut hash = Sha256::new();
+    let size = io::copy(content, &mut HashWriter(&mut hash))?;
+    Ok((Digest::from_sha256(hash), size))
 }
 
 struct HashWriter<'a>(&'a mut Sha256);

@@ -274,8 +274,8 @@ pub(crate) fn extract_reporting(
         dir_xattr_bytes: 0,
         buf: vec![0u8; 256 * 1024],
     };
-    // The guard refuses a long name or PAX header over its bound before `tar` reads it whole.
     let read = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    // The guard refuses a long name or PAX header over its bound before `tar` reads it whole.
     // Counted as the tar parser reads it, which takes an entry's content only as it is copied.
     let counted = Counted {
         inner: guard::HeaderGuard::new(tar),
